@@ -1,0 +1,42 @@
+"""The execution log: one entry per run attempt, newest first."""
+from __future__ import annotations
+
+import sqlalchemy as sa
+from flask.views import MethodView
+from flask_smorest import Blueprint, abort
+from sqlalchemy.orm import joinedload
+
+from ..extensions import db
+from ..models import Run
+from ..schemas import INT_MAX, RunPageSchema, RunQueryArgsSchema, RunSchema
+from .pagination import paginate
+
+blp = Blueprint("logs", __name__, url_prefix="/api/logs", description="Execution log")
+
+
+@blp.route("/")
+class Logs(MethodView):
+    @blp.arguments(RunQueryArgsSchema, location="query")
+    @blp.response(200, RunPageSchema)
+    def get(self, args):
+        """List runs, newest first."""
+        query = sa.select(Run).options(joinedload(Run.task))
+        for field in ("task_id", "status", "trigger"):
+            if field in args:
+                query = query.where(getattr(Run, field) == args[field])
+        if "since" in args:
+            query = query.where(Run.started_at >= args["since"])
+        if "until" in args:
+            query = query.where(Run.started_at <= args["until"])
+        return paginate(query, Run.id, limit=args["limit"], cursor=args["cursor"], newest_first=True)
+
+
+@blp.route("/<int:run_id>/")
+class LogItem(MethodView):
+    @blp.response(200, RunSchema)
+    def get(self, run_id):
+        """Show one run with its whole kept output."""
+        run = db.session.get(Run, run_id) if run_id <= INT_MAX else None
+        if run is None:
+            abort(404, message=f"run {run_id} not found")
+        return run

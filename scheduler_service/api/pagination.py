@@ -1,0 +1,44 @@
+"""Keyset pagination: ``{items, next_cursor}`` pages that stay correct while the list grows."""
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Any
+
+import sqlalchemy as sa
+
+from ..errors import abort_invalid
+from ..extensions import db
+
+
+def encode_cursor(last_id: int) -> str:
+    return base64.urlsafe_b64encode(f"id:{last_id}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> int:
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        prefix, _, value = text.partition(":")
+        last_id = int(value)
+        if prefix != "id" or not 0 <= last_id < 2**63:
+            raise ValueError
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        abort_invalid("cursor", "Not a cursor this service gave out.", location="query")
+    return last_id
+
+
+def paginate(query: sa.Select, id_column: Any, *, limit: int, cursor: str | None, newest_first: bool) -> dict:
+    """Run ``query`` for one page after ``cursor``, ordered by ``id_column``.
+
+    Ordering by the primary key means rows added meanwhile land before the
+    first page (newest first) or after the last one, never inside a page
+    already read: nothing repeats and nothing is skipped.
+    """
+    if cursor is not None:
+        last_id = decode_cursor(cursor)
+        query = query.where(id_column < last_id if newest_first else id_column > last_id)
+    query = query.order_by(id_column.desc() if newest_first else id_column.asc()).limit(limit + 1)
+    rows = db.session.scalars(query).all()
+    has_more = len(rows) > limit
+    items = rows[:limit]
+    return {"items": items, "next_cursor": encode_cursor(items[-1].id) if has_more else None}

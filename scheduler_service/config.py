@@ -1,0 +1,92 @@
+"""Settings from the environment, read and validated once at start-up.
+
+This is the only module that reads ``os.environ``. A bad value raises
+:class:`ConfigError` whose message is one line naming the variable.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A setting has a value the service cannot start with."""
+
+
+_TRUE = {"true", "1", "yes"}
+_FALSE = {"false", "0", "no"}
+
+
+def _boolean(raw: str) -> bool:
+    lowered = raw.strip().lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise ValueError("expected one of true/false/1/0/yes/no")
+
+
+def _integer(minimum: int) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        try:
+            value = int(raw.strip())
+        except ValueError:
+            raise ValueError("expected a whole number") from None
+        if value < minimum:
+            raise ValueError(f"expected a whole number >= {minimum}")
+        return value
+
+    return parse
+
+
+def _positive_number(raw: str) -> float:
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        raise ValueError("expected a number") from None
+    if not value > 0 or value != value or value == float("inf"):
+        raise ValueError("expected a number > 0")
+    return value
+
+
+def _database_url(raw: str) -> str:
+    url = raw.strip()
+    if "://" not in url:
+        raise ValueError("expected a SQLAlchemy URL such as sqlite:///path or postgresql+psycopg://host/db")
+    if url.startswith("postgres://") or url.startswith("postgresql://"):
+        # Heroku-style URLs name no driver; psycopg 3 is the one we ship.
+        url = "postgresql+psycopg://" + url.split("://", 1)[1]
+    return url
+
+
+# variable -> (config key, parser, default). The default None for DATABASE_URL
+# means "a SQLite file in the instance folder", decided by create_app.
+SETTINGS: dict[str, tuple[str, Callable[[str], Any], Any]] = {
+    "DATABASE_URL": ("SQLALCHEMY_DATABASE_URI", _database_url, None),
+    "SCHEDULER_ENABLED": ("SCHEDULER_ENABLED", _boolean, True),
+    "SCHEDULER_TICK_SECONDS": ("SCHEDULER_TICK_SECONDS", _positive_number, 60.0),
+    "SCHEDULER_MAX_WORKERS": ("SCHEDULER_MAX_WORKERS", _integer(1), 8),
+    "SHELL_ACTIONS_ENABLED": ("SHELL_ACTIONS_ENABLED", _boolean, True),
+    "RUN_OUTPUT_LIMIT_BYTES": ("RUN_OUTPUT_LIMIT_BYTES", _integer(1), 65536),
+    "RUN_LEASE_SECONDS": ("RUN_LEASE_SECONDS", _positive_number, 30.0),
+    "SCHEDULER_SHUTDOWN_GRACE_SECONDS": ("SCHEDULER_SHUTDOWN_GRACE_SECONDS", _integer(0), 30),
+    "MAX_REQUEST_BYTES": ("MAX_CONTENT_LENGTH", _integer(1), 1048576),
+}
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Return Flask config keys for every setting, from ``environ`` or defaults."""
+    environ = os.environ if environ is None else environ
+    settings: dict[str, Any] = {}
+    for variable, (key, parse, default) in SETTINGS.items():
+        raw = environ.get(variable)
+        if raw is None or raw.strip() == "":
+            settings[key] = default
+            continue
+        try:
+            settings[key] = parse(raw)
+        except ValueError as exc:
+            raise ConfigError(f"{variable}={raw!r}: {exc}") from None
+    return settings
+

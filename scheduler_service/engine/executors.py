@@ -1,0 +1,598 @@
+"""Run one task action (shell, http or python) and report what happened as an :class:`Outcome`.
+
+The shape follows APScheduler's ``executors/base.py``: :meth:`Executor.execute`
+keeps the invariants every caller relies on (it never raises, always returns an
+``Outcome``, keeps at most ``output_limit`` bytes of output, messages are one
+line) and each subclass does the actual work in ``_run``. Nothing here touches
+the database; the caller records the outcome.
+
+Two things end an action early: its timeout (``timed out after 5s``) and the
+caller's ``stop`` event, set at shutdown (``stopped by shutdown``, with
+``interrupted=True`` so the caller can tell it apart from the action's own
+failure). Either way the action is really stopped, not merely left behind:
+a shell command's whole process group is killed, an HTTP response is no
+longer read, a python call gets ``TimeoutError`` raised inside it.
+
+Output is always the *tail*: the end of a log is where the error is, and memory
+must stay flat however much a command prints.
+
+Python actions run in-process, in a daemon thread. They are functions of the
+deployment's own code (like APScheduler jobs), so isolating them in a process
+would buy little and cost tens of milliseconds per call. A runaway call cannot
+hang the scheduler: the pool worker stops waiting at the deadline, injects
+``TimeoutError`` into the thread (which stops pure-Python code at its next
+bytecode) and, if the thread is blocked in C, logs and abandons it.
+"""
+from __future__ import annotations
+
+import ctypes
+import importlib
+import logging
+import os
+import select
+import signal
+import subprocess
+import sys
+import threading
+import time
+import traceback
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+import requests
+import urllib3
+
+log = logging.getLogger(__name__)
+
+# How often a waiting loop looks at the stop event; bounds shutdown latency.
+_POLL_SECONDS = 0.05
+# After the group is killed, how long to keep reading what is still buffered in
+# the pipe. A process that escaped the group (setsid) can hold the pipe open
+# forever, so this must be bounded.
+_DRAIN_SECONDS = 1.0
+# How long to wait for a python thread to die after injecting TimeoutError
+# before declaring it stuck in C and abandoning it.
+_ABANDON_GRACE_SECONDS = 0.5
+_READ_CHUNK = 64 * 1024
+_MAX_MESSAGE = 500
+
+# _run() only sees the deadline; execute() knows the configured timeout and
+# turns this placeholder into "timed out after 5s".
+_TIMED_OUT = "timed out"
+_STOPPED = "stopped by shutdown"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one execution of an action produced."""
+
+    succeeded: bool
+    message: str = ""  # one line; "" on success
+    output: str = ""  # the tail of the output, at most output_limit bytes as UTF-8
+    exit_code: int | None = None  # shell only; negative = killed by that signal
+    http_status: int | None = None  # http only
+    interrupted: bool = False  # stopped by shutdown, not by its own doing
+
+
+class OutputTail:
+    """A byte sink that keeps only the last ``limit`` bytes, in memory under 3x ``limit``.
+
+    Thread-safe, because an abandoned python or http thread may still write
+    while the executor reads the text.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = max(0, int(limit))
+        self.total = 0  # bytes written, kept or not
+        self._buffer = bytearray()
+        self._lock = threading.Lock()
+
+    def write(self, data: bytes) -> int:
+        with self._lock:
+            self.total += len(data)
+            if self.limit:
+                self._buffer += data[-self.limit :]  # more of one chunk could never survive
+                # Trimming only past 2x the limit keeps the copying amortised.
+                if len(self._buffer) > 2 * self.limit:
+                    del self._buffer[: -self.limit]
+        return len(data)
+
+    @property
+    def truncated(self) -> bool:
+        return self.total > self.limit
+
+    def endswith(self, suffix: bytes) -> bool:
+        with self._lock:
+            return self._buffer.endswith(suffix)
+
+    def text(self) -> str:
+        """The kept bytes decoded as UTF-8, invalid sequences replaced."""
+        with self._lock:
+            data = bytes(self._buffer[-self.limit :]) if self.limit else b""
+        if self.truncated:
+            # The cut may fall inside a multi-byte character; drop its orphaned
+            # continuation bytes (0b10xxxxxx) rather than show a replacement mark.
+            start = 0
+            while start < min(3, len(data)) and data[start] & 0xC0 == 0x80:
+                start += 1
+            data = data[start:]
+        return data.decode("utf-8", errors="replace")
+
+
+def _tail_of(text: str, limit: int) -> str:
+    tail = OutputTail(limit)
+    tail.write(text.encode("utf-8", errors="replace"))
+    return tail.text()
+
+
+def _one_line(text: str) -> str:
+    line = " ".join(str(text).split())
+    return line if len(line) <= _MAX_MESSAGE else line[: _MAX_MESSAGE - 3] + "..."
+
+
+def _format_seconds(seconds: float) -> str:
+    """5.0 -> '5', 1.5 -> '1.5', 0.125 -> '0.125'."""
+    return f"{seconds:.3f}".rstrip("0").rstrip(".")
+
+
+def _describe(exc: BaseException) -> str:
+    """'ValueError: boom' - type name and the first line of the message."""
+    text = str(exc).strip()
+    first_line = text.splitlines()[0] if text else ""
+    return f"{type(exc).__name__}: {first_line}" if first_line else type(exc).__name__
+
+
+def _cut_short(reason: str, **fields: Any) -> Outcome:
+    """The outcome of an action ended by timeout (_TIMED_OUT) or shutdown (_STOPPED)."""
+    return Outcome(succeeded=False, message=reason, interrupted=reason == _STOPPED, **fields)
+
+
+def _deadline_or_stop(deadline: float | None, stop: threading.Event | None) -> str | None:
+    """Why the action must end now, or None to keep going."""
+    if stop is not None and stop.is_set():
+        return _STOPPED
+    if deadline is not None and time.monotonic() >= deadline:
+        return _TIMED_OUT
+    return None
+
+
+def _slice(deadline: float | None) -> float:
+    """How long one wait may block: short enough to notice stop, never past the deadline."""
+    if deadline is None:
+        return _POLL_SECONDS
+    return max(0.0, min(_POLL_SECONDS, deadline - time.monotonic()))
+
+
+def _wait_for_thread(thread: threading.Thread, deadline: float | None, stop: threading.Event | None) -> str | None:
+    """Join ``thread``; None once it has finished, else why we gave up waiting."""
+    while True:
+        thread.join(_slice(deadline))
+        if not thread.is_alive():
+            return None
+        reason = _deadline_or_stop(deadline, stop)
+        if reason:
+            return reason
+
+
+class Executor(ABC):
+    """Runs one type of action. Instances hold no per-run state and are shared by threads."""
+
+    def execute(
+        self,
+        action: Mapping[str, Any],
+        *,
+        timeout: float | None,
+        output_limit: int,
+        stop: threading.Event | None = None,
+    ) -> Outcome:
+        """Run ``action`` to completion, timeout or shutdown.
+
+        Never raises: any unexpected error becomes a failed Outcome with the
+        exception as message. A ``stop`` already set means the action is not started.
+        """
+        if stop is not None and stop.is_set():
+            return _cut_short(_STOPPED)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            outcome = self._run(action, deadline, output_limit, stop)
+        except Exception as exc:
+            log.exception("%s failed unexpectedly", type(self).__name__)
+            outcome = Outcome(succeeded=False, message=_describe(exc))
+        message = outcome.message
+        if message == _TIMED_OUT and timeout is not None:
+            message = f"timed out after {_format_seconds(timeout)}s"
+        return replace(outcome, message=_one_line(message), output=_tail_of(outcome.output, output_limit))
+
+    @abstractmethod
+    def _run(
+        self,
+        action: Mapping[str, Any],
+        deadline: float | None,
+        output_limit: int,
+        stop: threading.Event | None,
+    ) -> Outcome:
+        """Do the work; ``deadline`` is a ``time.monotonic()`` value or None."""
+
+
+# --- shell -----------------------------------------------------------------------
+
+
+def _kill_group(pgid: int) -> None:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass  # everything in the group has already exited
+
+
+def _has_exited(proc: subprocess.Popen) -> bool:
+    """True once the shell has exited, *without* reaping it.
+
+    While the shell is an unreaped zombie its pid (the group id) cannot be
+    reused, so killing the group afterwards cannot hit an unrelated process.
+    """
+    try:
+        return os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+    except ChildProcessError:
+        return True
+
+
+def _readable(fd: int, seconds: float) -> bool:
+    """Wait up to ``seconds`` for data or end-of-file on ``fd``.
+
+    poll rather than select: select() cannot watch descriptors numbered above
+    1023, which a long-running service with many connections may hand out.
+    """
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return bool(poller.poll(seconds * 1000))
+
+
+def _exit_message(code: int) -> str:
+    if code >= 0:
+        return f"exit code {code}"
+    try:
+        name = signal.Signals(-code).name
+    except ValueError:
+        name = f"signal {-code}"
+    return f"killed by {name} (exit code {code})"
+
+
+class ShellExecutor(Executor):
+    """``/bin/sh -c command`` in its own process group; stdout and stderr merged.
+
+    The whole group is killed when the run ends, however it ends, so background
+    children never outlive their run.
+    """
+
+    def _run(
+        self, action: Mapping[str, Any], deadline: float | None, output_limit: int, stop: threading.Event | None
+    ) -> Outcome:
+        env = {**os.environ, **(action.get("env") or {})}
+        try:
+            proc = subprocess.Popen(
+                ["/bin/sh", "-c", action["command"]],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=action.get("cwd") or None,
+                start_new_session=True,  # own process group, so one killpg reaches every child
+            )
+        except OSError as exc:  # e.g. cwd does not exist
+            return Outcome(succeeded=False, message=f"cannot start command: {exc}")
+
+        tail = OutputTail(output_limit)
+        with proc.stdout:
+            try:
+                reason, pipe_open = self._pump(proc, tail, deadline, stop)
+            finally:
+                # On timeout, on shutdown and after a normal exit alike:
+                # nothing the run started may outlive it.
+                _kill_group(proc.pid)
+            if pipe_open:
+                self._drain(proc.stdout.fileno(), tail)
+        exit_code = self._reap(proc)
+
+        if reason:
+            return _cut_short(reason, output=tail.text(), exit_code=exit_code)
+        if exit_code == 0:
+            return Outcome(succeeded=True, output=tail.text(), exit_code=0)
+        message = _exit_message(exit_code) if exit_code is not None else "did not exit after SIGKILL"
+        return Outcome(succeeded=False, message=message, output=tail.text(), exit_code=exit_code)
+
+    @staticmethod
+    def _pump(
+        proc: subprocess.Popen, tail: OutputTail, deadline: float | None, stop: threading.Event | None
+    ) -> tuple[str | None, bool]:
+        """Copy output into ``tail`` until the shell exits or must be stopped.
+
+        Returns (why it was stopped or None, whether the pipe is still open).
+        The loop ends on the shell's exit, not on end-of-file: a background
+        child can keep the pipe open long after the shell is gone.
+        """
+        fd = proc.stdout.fileno()
+        pipe_open = True
+        while not _has_exited(proc):
+            reason = _deadline_or_stop(deadline, stop)
+            if reason:
+                return reason, pipe_open
+            if not pipe_open:  # the shell closed its stdout but runs on
+                time.sleep(_slice(deadline))
+                continue
+            if _readable(fd, _slice(deadline)):
+                chunk = os.read(fd, _READ_CHUNK)
+                if chunk:
+                    tail.write(chunk)
+                else:
+                    pipe_open = False
+        return None, pipe_open
+
+    @staticmethod
+    def _drain(fd: int, tail: OutputTail) -> None:
+        """Read what is left in the pipe after the group was killed, for a bounded time."""
+        give_up = time.monotonic() + _DRAIN_SECONDS
+        while (remaining := give_up - time.monotonic()) > 0:
+            if not _readable(fd, remaining):
+                return
+            chunk = os.read(fd, _READ_CHUNK)
+            if not chunk:
+                return
+            tail.write(chunk)
+
+    @staticmethod
+    def _reap(proc: subprocess.Popen) -> int | None:
+        try:
+            return proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            # SIGKILLed yet alive: stuck in uninterruptible sleep. Popen reaps it later.
+            log.warning("shell process %d did not die after SIGKILL", proc.pid)
+            return None
+
+
+# --- http ------------------------------------------------------------------------
+
+
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and what it wraps: requests and urllib3 nest the real error several levels deep."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        yield exc
+        candidates = (exc.__cause__, getattr(exc, "reason", None), exc.args[0] if exc.args else None)
+        exc = next((c for c in candidates if isinstance(c, BaseException)), None)
+
+
+def _request_error_message(exc: requests.RequestException, url: str) -> str:
+    chain = list(_causes(exc))
+    # Refused first: urllib3's NewConnectionError subclasses its ConnectTimeoutError.
+    if any(isinstance(e, ConnectionRefusedError) for e in chain):
+        return f"connection refused: {url}"
+    # A read timeout while streaming arrives as ConnectionError(ReadTimeoutError).
+    if any(isinstance(e, (requests.Timeout, urllib3.exceptions.ReadTimeoutError, TimeoutError)) for e in chain):
+        return _TIMED_OUT
+    if isinstance(exc, requests.ConnectionError):
+        return f"connection failed: {url}: {_describe(chain[-1])}"
+    return _describe(chain[-1])
+
+
+def _expected(expect_status: int | list[int] | None) -> tuple[Callable[[int], bool], str]:
+    """A status check and its description for messages, e.g. '2xx' or '200, 204'."""
+    if expect_status is None:
+        return (lambda status: 200 <= status < 300), "2xx"
+    codes = expect_status if isinstance(expect_status, list) else [expect_status]
+    return (lambda status: status in codes), ", ".join(str(code) for code in codes)
+
+
+class HttpExecutor(Executor):
+    """A real HTTP request with ``requests``; the body is streamed into the output tail.
+
+    The request runs in a helper thread that this executor waits on, so the
+    timeout covers the whole call (connect, headers and a slowly trickling body,
+    which ``requests``' per-read timeouts alone do not) and a shutdown is
+    noticed at once. An abandoned helper stops at its next chunk or, at the
+    latest, at its own socket timeout.
+    """
+
+    def _run(
+        self, action: Mapping[str, Any], deadline: float | None, output_limit: int, stop: threading.Event | None
+    ) -> Outcome:
+        url = action["url"]
+        method = (action.get("method") or "GET").upper()
+        body = action.get("body")
+        body_kwargs: dict[str, Any] = {}
+        if isinstance(body, (dict, list)):
+            body_kwargs["json"] = body
+        elif body is not None:
+            body_kwargs["data"] = str(body).encode("utf-8")
+        matches, expected = _expected(action.get("expect_status"))
+
+        tail = OutputTail(output_limit)
+        abandoned = threading.Event()
+        status: list[int] = []  # filled by the helper once headers arrive
+        result: list[Outcome] = []
+
+        def call() -> None:
+            remaining = None if deadline is None else max(0.001, deadline - time.monotonic())
+            try:
+                with requests.request(
+                    method,
+                    url,
+                    headers=dict(action.get("headers") or {}),
+                    timeout=remaining,
+                    stream=True,
+                    **body_kwargs,
+                ) as response:
+                    status.append(response.status_code)
+                    for chunk in response.iter_content(_READ_CHUNK):
+                        if abandoned.is_set():
+                            return
+                        tail.write(chunk)
+            except Exception as exc:
+                message = (
+                    _request_error_message(exc, url)
+                    if isinstance(exc, requests.RequestException)
+                    else _describe(exc)  # e.g. an invalid header value
+                )
+                result.append(Outcome(succeeded=False, message=message, http_status=status[0] if status else None))
+                return
+            code = status[0]
+            if matches(code):
+                result.append(Outcome(succeeded=True, http_status=code))
+            else:
+                result.append(Outcome(succeeded=False, message=f"HTTP {code} (expected {expected})", http_status=code))
+
+        helper = threading.Thread(target=call, name=f"http-action {method} {url}", daemon=True)
+        helper.start()
+        reason = _wait_for_thread(helper, deadline, stop)
+        if reason:
+            abandoned.set()
+            return _cut_short(reason, output=tail.text(), http_status=status[0] if status else None)
+        # requests' own timeout may have fired just before ours: its message is
+        # the same _TIMED_OUT placeholder.
+        return replace(result[0], output=tail.text())
+
+
+# --- python ----------------------------------------------------------------------
+
+# The capture buffer of the current thread, if it runs a python action.
+_capture = threading.local()
+_install_lock = threading.Lock()
+
+
+class _ThreadRoutedStream:
+    """Stands in for sys.stdout/sys.stderr: writes from a thread running a python
+    action go to that action's buffer, everything else to the original stream."""
+
+    def __init__(self, original: Any) -> None:
+        self._original = original
+
+    def write(self, text: str) -> int:
+        tail: OutputTail | None = getattr(_capture, "tail", None)
+        if tail is not None:
+            tail.write(text.encode("utf-8", errors="replace"))
+            return len(text)
+        if self._original is None:  # no console at all (pythonw)
+            return len(text)
+        return self._original.write(text)
+
+    def flush(self) -> None:
+        if getattr(_capture, "tail", None) is None and self._original is not None:
+            self._original.flush()
+
+    def __getattr__(self, name: str) -> Any:
+        # encoding, isatty, fileno, buffer...: behave like the real stream.
+        return getattr(self._original, name)
+
+
+def _install_capture() -> None:
+    """Route sys.stdout/sys.stderr through the per-thread capture; idempotent.
+
+    Checked on every run rather than once, because something else (a test
+    runner, a logging setup) may have replaced the streams since.
+    """
+    with _install_lock:
+        for name in ("stdout", "stderr"):
+            stream = getattr(sys, name)
+            if not isinstance(stream, _ThreadRoutedStream):
+                setattr(sys, name, _ThreadRoutedStream(stream))
+
+
+def _resolve(reference: str) -> Callable[..., Any]:
+    """'pkg.module:attr.path' -> the object it names."""
+    module_name, _, attr_path = reference.partition(":")
+    target: Any = importlib.import_module(module_name)
+    for attr in attr_path.split("."):
+        target = getattr(target, attr)
+    if not callable(target):
+        raise TypeError(f"{type(target).__name__} object is not callable")
+    return target
+
+
+def _inject(thread: threading.Thread, exc_type: type[BaseException]) -> None:
+    """Raise ``exc_type`` in ``thread`` at its next bytecode (no effect while it is blocked in C)."""
+    modified = ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread.ident), ctypes.py_object(exc_type))
+    if modified > 1:  # cannot happen with a valid ident; undo rather than hit other threads
+        ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread.ident), None)
+
+
+class PythonExecutor(Executor):
+    """Calls ``pkg.module:function(*args, **kwargs)`` in a daemon thread of this process.
+
+    Output is what the call prints to sys.stdout/sys.stderr from its own thread
+    (not from threads it starts, nor writes to file descriptors), then
+    ``-> repr(result)`` when the result is not None.
+    """
+
+    def _run(
+        self, action: Mapping[str, Any], deadline: float | None, output_limit: int, stop: threading.Event | None
+    ) -> Outcome:
+        reference = action["callable"]
+        try:
+            function = _resolve(reference)
+        except Exception as exc:
+            return Outcome(succeeded=False, message=f"cannot import {reference!r}: {_describe(exc)}")
+
+        _install_capture()
+        tail = OutputTail(output_limit)
+        result: dict[str, Any] = {}
+
+        def call() -> None:
+            _capture.tail = tail
+            try:
+                result["value"] = function(*(action.get("args") or ()), **(action.get("kwargs") or {}))
+            except BaseException as exc:  # also SystemExit and our injected TimeoutError
+                result["error"] = exc
+                tail.write(traceback.format_exc().encode("utf-8", errors="replace"))
+            finally:
+                _capture.tail = None
+
+        worker = threading.Thread(target=call, name=f"python-action {reference}", daemon=True)
+        worker.start()
+        reason = _wait_for_thread(worker, deadline, stop)
+        if reason:
+            if worker.is_alive():
+                _inject(worker, TimeoutError)
+            worker.join(_ABANDON_GRACE_SECONDS)
+            if worker.is_alive():
+                log.warning(
+                    "python action %s still runs after TimeoutError (blocked in C code, or it caught the"
+                    " exception); abandoning its thread",
+                    reference,
+                )
+            return _cut_short(reason, output=tail.text())
+
+        if "error" in result:
+            return Outcome(succeeded=False, message=_describe(result["error"]), output=tail.text())
+        value = result.get("value")
+        if value is not None:
+            try:
+                shown = repr(value)
+            except Exception as exc:
+                shown = f"<repr failed: {_describe(exc)}>"
+            separator = b"" if tail.total == 0 or tail.endswith(b"\n") else b"\n"
+            tail.write(separator + f"-> {shown}".encode("utf-8", errors="replace"))
+        return Outcome(succeeded=True, output=tail.text())
+
+
+EXECUTORS: dict[str, Executor] = {
+    "shell": ShellExecutor(),
+    "http": HttpExecutor(),
+    "python": PythonExecutor(),
+}
+
+
+def execute_action(
+    action: Mapping[str, Any],
+    *,
+    timeout: float | None,
+    output_limit: int,
+    stop: threading.Event | None = None,
+) -> Outcome:
+    """Run ``action`` with the executor its ``type`` names. Never raises."""
+    kind = action.get("type") if isinstance(action, Mapping) else None
+    executor = EXECUTORS.get(kind) if isinstance(kind, str) else None
+    if executor is None:
+        return Outcome(succeeded=False, message=_one_line(f"unknown action type {kind!r}"))
+    return executor.execute(action, timeout=timeout, output_limit=output_limit, stop=stop)

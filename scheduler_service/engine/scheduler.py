@@ -1,0 +1,262 @@
+"""The Flask extension that owns the APScheduler BackgroundScheduler and its lifecycle.
+
+APScheduler is the timer only: it runs our tick job, which reads and claims due
+work from our own tables (APScheduler's job stores cannot be shared between
+processes). The tick wakes at the earliest due time, at least every
+SCHEDULER_TICK_SECONDS, and at once when this process changes or finishes work.
+"""
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta, timezone
+
+import click
+from apscheduler.jobstores.base import JobLookupError
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.interval import IntervalTrigger
+from flask import Flask, current_app
+from sqlalchemy.exc import SQLAlchemyError
+from werkzeug.serving import is_running_from_reloader
+
+from ..clock import utcnow
+from .executors import Outcome, execute_action
+from .tick import ClaimedRun, TickReport, finish_run, renew_leases, tick
+
+log = logging.getLogger(__name__)
+
+# While a dependency gate waits, look again soon: its parent may finish in another process.
+WAITING_RECHECK_SECONDS = 1.0
+RECORD_RETRY_SECONDS = (0.5, 1, 2, 4, 8, 15, 30)
+
+
+class Engine:
+    """One process's scheduler: the timer, a bounded pool of workers and the leases of its runs."""
+
+    def __init__(self, app: Flask, clock: Callable[[], datetime] = utcnow) -> None:
+        config = app.config
+        self.app = app
+        self.clock = clock
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.max_workers: int = config["SCHEDULER_MAX_WORKERS"]
+        self.tick_seconds: float = config["SCHEDULER_TICK_SECONDS"]
+        self.lease_seconds: float = config["RUN_LEASE_SECONDS"]
+        self.output_limit: int = config["RUN_OUTPUT_LIMIT_BYTES"]
+        self.shell_enabled: bool = config["SHELL_ACTIONS_ENABLED"]
+        self.pool = ThreadPoolExecutor(self.max_workers, thread_name_prefix="scheduler-run")
+        self.timer = BackgroundScheduler(timezone=timezone.utc)
+        self.stopping = threading.Event()
+        self.last_report: TickReport | None = None
+        self._in_flight: dict[int, threading.Event] = {}
+        self._lock = threading.Lock()
+        self._wake_requested = threading.Event()
+
+    # --- lifecycle ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.timer.add_job(
+            self._tick_job, IntervalTrigger(seconds=self.tick_seconds), id="tick",
+            next_run_time=datetime.now(timezone.utc), max_instances=1, coalesce=True, misfire_grace_time=None,
+        )
+        self.timer.add_job(
+            self._heartbeat_job, IntervalTrigger(seconds=max(self.lease_seconds / 3, 0.2)), id="heartbeat",
+            max_instances=1, coalesce=True, misfire_grace_time=None,
+        )
+        self.timer.start()
+        log.info("scheduler started as %s (%d workers)", self.owner, self.max_workers)
+
+    def shutdown(self, grace_seconds: float = 0) -> None:
+        """Stop claiming; let running runs finish for ``grace_seconds``; stop the rest so they are retried."""
+        if self.stopping.is_set():
+            return
+        self.stopping.set()
+        self._remove_job("tick")
+        deadline = time.monotonic() + grace_seconds
+        while self.in_flight_count() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        with self._lock:
+            remaining = list(self._in_flight.values())
+        for stop in remaining:
+            stop.set()
+        # Stopped actions end within moments (their process groups are killed); let them record.
+        deadline = time.monotonic() + 10
+        while self.in_flight_count() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.timer.shutdown(wait=False)
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        log.info("scheduler %s stopped", self.owner)
+
+    def wake(self) -> None:
+        """Tick as soon as possible (thread-safe)."""
+        self._wake_requested.set()
+        if not self.stopping.is_set():
+            try:
+                self.timer.modify_job("tick", next_run_time=datetime.now(timezone.utc))
+            except JobLookupError:
+                pass
+
+    def in_flight_count(self) -> int:
+        with self._lock:
+            return len(self._in_flight)
+
+    def _remove_job(self, job_id: str) -> None:
+        try:
+            self.timer.remove_job(job_id)
+        except JobLookupError:
+            pass
+
+    # --- jobs ---------------------------------------------------------------------------
+
+    def _tick_job(self) -> None:
+        # A wake that arrives while a tick runs is not lost: tick again.
+        while not self.stopping.is_set():
+            self._wake_requested.clear()
+            with self._lock:
+                alive = list(self._in_flight)
+            with self.app.app_context():
+                report = tick(
+                    self.clock(), owner=self.owner, capacity=self.max_workers - len(alive),
+                    lease_seconds=self.lease_seconds, alive=alive,
+                )
+            self.last_report = report
+            for claimed in report.claimed:
+                self._submit(claimed)
+            self._schedule_next_tick(report)
+            if not self._wake_requested.is_set():
+                return
+
+    def _schedule_next_tick(self, report: TickReport) -> None:
+        now = datetime.now(timezone.utc)
+        target = now + timedelta(seconds=self.tick_seconds)
+        if report.next_due_at is not None:
+            # The clock may be injected (tests); translate its due time into real time.
+            target = min(target, now + (report.next_due_at - self.clock()))
+        if report.waiting:
+            target = min(target, now + timedelta(seconds=WAITING_RECHECK_SECONDS))
+        if self.stopping.is_set():
+            return
+        try:
+            self.timer.modify_job("tick", next_run_time=max(target, now))
+        except JobLookupError:
+            pass
+
+    def _heartbeat_job(self) -> None:
+        with self._lock:
+            running = list(self._in_flight)
+        if not running:
+            return
+        try:
+            with self.app.app_context():
+                renew_leases(running, self.owner, self.clock())
+        except SQLAlchemyError as exc:
+            log.warning("renewing leases failed: %s", exc.__class__.__name__)
+
+    # --- runs ---------------------------------------------------------------------------
+
+    def _submit(self, claimed: ClaimedRun) -> None:
+        stop = threading.Event()
+        with self._lock:
+            self._in_flight[claimed.run_id] = stop
+        try:
+            self.pool.submit(self._execute, claimed, stop)
+        except RuntimeError:  # the pool is shut down: leave the run to lease recovery
+            with self._lock:
+                self._in_flight.pop(claimed.run_id, None)
+
+    def _execute(self, claimed: ClaimedRun, stop: threading.Event) -> None:
+        try:
+            outcome = self._perform(claimed, stop)
+            self._record(claimed, outcome)
+        finally:
+            with self._lock:
+                self._in_flight.pop(claimed.run_id, None)
+            self.wake()
+
+    def _perform(self, claimed: ClaimedRun, stop: threading.Event) -> Outcome:
+        if claimed.action.get("type") == "shell" and not self.shell_enabled:
+            return Outcome(succeeded=False, message="shell actions are disabled (SHELL_ACTIONS_ENABLED=false)")
+        return execute_action(
+            claimed.action, timeout=claimed.timeout_seconds, output_limit=self.output_limit, stop=stop
+        )
+
+    def _record(self, claimed: ClaimedRun, outcome: Outcome) -> None:
+        """Record the outcome, retrying while the database is unreachable.
+
+        If it stays unreachable past the retries, the run keeps its stale lease
+        and the next tick (here or elsewhere) finishes it as lost and retries it.
+        """
+        for delay in (*RECORD_RETRY_SECONDS, None):
+            try:
+                with self.app.app_context():
+                    if not finish_run(claimed.run_id, outcome, self.clock(), owner=self.owner):
+                        log.warning("run %s was taken over (lease lost); its outcome is dropped", claimed.run_id)
+                return
+            except SQLAlchemyError as exc:
+                if delay is None:
+                    log.error("run %s: could not record its outcome: %s", claimed.run_id, exc.__class__.__name__)
+                    return
+                log.warning("run %s: recording failed (%s); again in %ss", claimed.run_id, exc.__class__.__name__, delay)
+                time.sleep(delay)
+
+
+def _serving_process() -> bool:
+    """True where this process serves requests: a WSGI server, or ``flask run`` (its reloader child only)."""
+    ctx = click.get_current_context(silent=True)
+    if ctx is None:
+        return True
+    if ctx.info_name != "run":
+        return False
+    return not ctx.params.get("reload") or is_running_from_reloader()
+
+
+class SchedulerExtension:
+    """Flask extension: ``init_app`` starts the engine in serving processes when enabled."""
+
+    def init_app(self, app: Flask) -> None:
+        app.extensions["scheduler"] = None
+        if app.config["SCHEDULER_ENABLED"] and _serving_process():
+            self.start(app)
+
+    def start(self, app: Flask, clock: Callable[[], datetime] = utcnow) -> Engine:
+        engine = app.extensions.get("scheduler")
+        if engine is None:
+            engine = Engine(app, clock)
+            app.extensions["scheduler"] = engine
+            engine.start()
+            grace = app.config["SCHEDULER_SHUTDOWN_GRACE_SECONDS"]
+            atexit.register(engine.shutdown, grace)
+        return engine
+
+    def stop(self, app: Flask, grace_seconds: float = 0) -> None:
+        engine = app.extensions.get("scheduler")
+        if engine is not None:
+            engine.shutdown(grace_seconds)
+            app.extensions["scheduler"] = None
+
+    def wake(self) -> None:
+        engine = current_app.extensions.get("scheduler")
+        if engine is not None:
+            engine.wake()
+
+    def run_forever(self, app: Flask) -> None:
+        """Run until SIGINT/SIGTERM, then shut down gracefully and return."""
+        received = threading.Event()
+
+        def on_signal(signum, frame) -> None:
+            log.info("received %s: stopping", signal.Signals(signum).name)
+            received.set()
+
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, on_signal)
+        self.start(app)
+        while not received.wait(1.0):
+            pass
+        self.stop(app, app.config["SCHEDULER_SHUTDOWN_GRACE_SECONDS"])

@@ -1,0 +1,168 @@
+"""Database models: tasks, their dependencies, runs (the execution log) and API tokens.
+
+Every timestamp is stored as naive UTC and handed back as an aware UTC datetime,
+so SQLite and PostgreSQL behave the same.
+"""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from .clock import utcnow
+from .database import db
+
+
+class UTCDateTime(sa.types.TypeDecorator):
+    """Aware UTC datetimes in Python, naive UTC in the database."""
+
+    impl = sa.DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(timezone.utc).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        return None if value is None else value.replace(tzinfo=timezone.utc)
+
+
+TASK_STATUSES = ("pending", "running", "success", "failed", "retrying")
+RUN_STATUSES = ("pending", "running", "success", "failed", "skipped")
+RUN_TRIGGERS = ("schedule", "retry", "manual", "dependency")
+CONCURRENCY_POLICIES = ("forbid", "allow")
+
+task_dependencies = sa.Table(
+    "task_dependency",
+    db.metadata,
+    sa.Column("child_id", sa.ForeignKey("task.id", ondelete="CASCADE"), primary_key=True),
+    # RESTRICT: a parent cannot vanish under its children; the API answers 409 first.
+    sa.Column("parent_id", sa.ForeignKey("task.id", ondelete="RESTRICT"), primary_key=True, index=True),
+)
+
+
+class Task(db.Model):
+    __tablename__ = "task"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(sa.String(200), unique=True)
+    description: Mapped[str] = mapped_column(sa.Text, default="")
+    cron_expression: Mapped[str | None] = mapped_column(sa.String(200))
+    timezone: Mapped[str] = mapped_column(sa.String(64), default="UTC")
+    enabled: Mapped[bool] = mapped_column(default=True)
+    action: Mapped[dict[str, Any]] = mapped_column(sa.JSON)
+    timeout_seconds: Mapped[int | None] = mapped_column(default=3600)
+    max_retries: Mapped[int] = mapped_column(default=3)
+    retry_delay_seconds: Mapped[int] = mapped_column(default=60)
+    retry_max_delay_seconds: Mapped[int] = mapped_column(default=3600)
+    concurrency_policy: Mapped[str] = mapped_column(sa.String(16), default="forbid")
+    misfire_grace_seconds: Mapped[int] = mapped_column(default=60)
+
+    status: Mapped[str] = mapped_column(sa.String(16), default="pending")
+    retry_count: Mapped[int] = mapped_column(default=0)
+    # Runs of this task that are pending or running. Kept in the same
+    # transactions as the runs so that `forbid` can be checked by one
+    # conditional UPDATE, which is atomic across processes.
+    active_runs: Mapped[int] = mapped_column(default=0)
+    last_run_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    next_run_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    next_retry_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+    parents: Mapped[list[Task]] = relationship(
+        secondary=task_dependencies,
+        primaryjoin=lambda: Task.id == task_dependencies.c.child_id,
+        secondaryjoin=lambda: Task.id == task_dependencies.c.parent_id,
+        back_populates="children",
+        order_by=lambda: Task.id,
+    )
+    children: Mapped[list[Task]] = relationship(
+        secondary=task_dependencies,
+        primaryjoin=lambda: Task.id == task_dependencies.c.parent_id,
+        secondaryjoin=lambda: Task.id == task_dependencies.c.child_id,
+        back_populates="parents",
+        order_by=lambda: Task.id,
+    )
+    runs: Mapped[list[Run]] = relationship(
+        back_populates="task", cascade="all, delete-orphan", passive_deletes=True
+    )
+
+    __table_args__ = (
+        # The tick's due-work queries: scheduled slots and retries.
+        sa.Index("ix_task_due", "enabled", "next_run_at"),
+        sa.Index("ix_task_retry_due", "status", "next_retry_at"),
+    )
+
+    @property
+    def depends_on(self) -> list[int]:
+        return [parent.id for parent in self.parents]
+
+    def __repr__(self) -> str:
+        return f"<Task {self.id} {self.name!r}>"
+
+
+class Run(db.Model):
+    """One attempt of a task: the execution-log entry."""
+
+    __tablename__ = "run"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    task_id: Mapped[int] = mapped_column(sa.ForeignKey("task.id", ondelete="CASCADE"))
+    attempt: Mapped[int] = mapped_column(default=1)
+    trigger: Mapped[str] = mapped_column(sa.String(16))
+    status: Mapped[str] = mapped_column(sa.String(16), default="pending")
+    scheduled_for: Mapped[datetime] = mapped_column(UTCDateTime)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    duration_seconds: Mapped[float | None] = mapped_column(sa.Float)
+    exit_code: Mapped[int | None]
+    http_status: Mapped[int | None]
+    output: Mapped[str] = mapped_column(sa.Text, default="")
+    message: Mapped[str] = mapped_column(sa.String(500), default="")
+    # The lease: which process runs it and when that process last said so.
+    owner: Mapped[str | None] = mapped_column(sa.String(128))
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    task: Mapped[Task] = relationship(back_populates="runs")
+
+    __table_args__ = (
+        # The last line of defence against executing one slot twice.
+        sa.UniqueConstraint("task_id", "scheduled_for", "attempt", name="uq_run_task_slot_attempt"),
+        sa.Index("ix_run_task_started", "task_id", "started_at"),
+        sa.Index("ix_run_status_started", "status", "started_at"),
+        sa.Index("ix_run_status_heartbeat", "status", "heartbeat_at"),
+    )
+
+    @property
+    def task_name(self) -> str:
+        return self.task.name
+
+    def __repr__(self) -> str:
+        return f"<Run {self.id} task={self.task_id} attempt={self.attempt} {self.status}>"
+
+
+class ApiToken(db.Model):
+    """A bearer token; only its SHA-256 is stored."""
+
+    __tablename__ = "api_token"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(sa.String(100), unique=True)
+    token_hash: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class SchedulerState(db.Model):
+    """A single row the schedulers share: when any of them last ticked."""
+
+    __tablename__ = "scheduler_state"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    last_tick_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

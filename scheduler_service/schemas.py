@@ -1,0 +1,313 @@
+"""Marshmallow schemas for every input and output of the API."""
+from __future__ import annotations
+
+import re
+from datetime import timezone
+from typing import Any
+
+import marshmallow as ma
+from flask import current_app
+from marshmallow import fields, validate
+
+from .engine import cron
+from .models import CONCURRENCY_POLICIES, RUN_STATUSES, RUN_TRIGGERS, TASK_STATUSES
+
+# Integers end up in 32-bit columns on PostgreSQL; anything larger is a client error.
+INT_MAX = 2**31 - 1
+
+
+class Text(fields.String):
+    """A string PostgreSQL can store: no NUL characters."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
+        text = super()._deserialize(value, attr, data, **kwargs)
+        if "\x00" in text:
+            raise ma.ValidationError("Must not contain NUL characters.")
+        return text
+
+
+def Count(minimum: int = 0, **kwargs: Any) -> fields.Integer:
+    """A strict JSON integer within the range the database can hold."""
+    return fields.Integer(strict=True, validate=validate.Range(min=minimum, max=INT_MAX), **kwargs)
+
+
+def _utc_datetime(**kwargs: Any) -> fields.AwareDateTime:
+    return fields.AwareDateTime(default_timezone=timezone.utc, **kwargs)
+
+
+class StrictSchema(ma.Schema):
+    """Unknown fields are errors; read-only fields sent by a client are ignored."""
+
+    class Meta:
+        unknown = ma.RAISE
+
+    @ma.pre_load
+    def _drop_read_only(self, data: Any, **kwargs: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        read_only = {name for name, field in self.fields.items() if field.dump_only}
+        return {key: value for key, value in data.items() if key not in read_only}
+
+
+# --- actions -------------------------------------------------------------------
+
+StringMap = lambda **kw: fields.Dict(keys=Text(), values=Text(), **kw)  # noqa: E731
+
+
+class ShellActionSchema(StrictSchema):
+    type = fields.String(required=True, validate=validate.Equal("shell"))
+    command = Text(required=True, validate=validate.Length(min=1, max=65536))
+    env = StringMap(load_default=dict)
+    cwd = Text(load_default=None, allow_none=True, validate=validate.Length(min=1, max=4096))
+
+
+HTTP_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
+
+
+class HttpActionSchema(StrictSchema):
+    type = fields.String(required=True, validate=validate.Equal("http"))
+    url = fields.Url(required=True, require_tld=False, schemes={"http", "https"})
+    method = fields.String(load_default="GET", validate=validate.OneOf(HTTP_METHODS))
+    headers = StringMap(load_default=dict)
+    body = fields.Raw(load_default=None, allow_none=True)
+    expect_status = fields.Raw(load_default=None, allow_none=True)
+
+    @ma.validates("expect_status")
+    def _check_expect_status(self, value: Any, **kwargs: Any) -> None:
+        codes = value if isinstance(value, list) else [value]
+        if value is None:
+            return
+        if not codes or not all(
+            isinstance(code, int) and not isinstance(code, bool) and 100 <= code <= 599 for code in codes
+        ):
+            raise ma.ValidationError("Must be an HTTP status (100..599) or a non-empty list of them.")
+
+    @ma.validates("body")
+    def _check_body(self, value: Any, **kwargs: Any) -> None:
+        if value is not None and not isinstance(value, (str, dict, list)):
+            raise ma.ValidationError("Must be a string, an object or a list.")
+
+
+CALLABLE_PATTERN = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*$")
+
+
+class PythonActionSchema(StrictSchema):
+    type = fields.String(required=True, validate=validate.Equal("python"))
+    callable = fields.String(
+        required=True,
+        validate=validate.Regexp(CALLABLE_PATTERN, error="Must be 'package.module:function'."),
+    )
+    args = fields.List(fields.Raw(), load_default=list)
+    kwargs = fields.Dict(keys=Text(), load_default=dict)
+
+
+ACTION_SCHEMAS: dict[str, type[ma.Schema]] = {
+    "shell": ShellActionSchema,
+    "http": HttpActionSchema,
+    "python": PythonActionSchema,
+}
+
+
+class ActionField(fields.Field):
+    """An action object, validated by the schema its ``type`` names."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(
+            metadata={
+                "type": "object",
+                "description": "What a run does: {type: shell|http|python, ...}",
+                "example": {"type": "shell", "command": "echo hello"},
+            },
+            **kwargs,
+        )
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            raise ma.ValidationError("Must be an object.")
+        kind = value.get("type")
+        schema = ACTION_SCHEMAS.get(kind) if isinstance(kind, str) else None
+        if schema is None:
+            raise ma.ValidationError({"type": [f"Must be one of: {', '.join(ACTION_SCHEMAS)}."]})
+        if kind == "shell" and not current_app.config["SHELL_ACTIONS_ENABLED"]:
+            raise ma.ValidationError({"type": ["Shell actions are disabled (SHELL_ACTIONS_ENABLED=false)."]})
+        return schema().load(value)
+
+    def _serialize(self, value: Any, attr: str | None, obj: Any, **kwargs: Any) -> Any:
+        return value
+
+
+# --- tasks ---------------------------------------------------------------------
+
+
+class TaskSchema(StrictSchema):
+    id = fields.Integer(dump_only=True)
+    name = Text(required=True, validate=validate.Length(min=1, max=200))
+    description = Text(load_default="", validate=validate.Length(max=10000))
+    cron_expression = Text(load_default=None, allow_none=True, validate=validate.Length(min=1, max=200))
+    timezone = Text(load_default="UTC", validate=validate.Length(min=1, max=64))
+    enabled = fields.Boolean(load_default=True)
+    depends_on = fields.List(Count(minimum=1), load_default=list)
+    action = ActionField(required=True)
+    timeout_seconds = Count(minimum=1, load_default=3600, allow_none=True)
+    max_retries = fields.Integer(strict=True, load_default=3, validate=validate.Range(min=0, max=1000))
+    retry_delay_seconds = Count(minimum=1, load_default=60)
+    retry_max_delay_seconds = Count(minimum=1, load_default=3600)
+    concurrency_policy = fields.String(load_default="forbid", validate=validate.OneOf(CONCURRENCY_POLICIES))
+    misfire_grace_seconds = Count(minimum=0, load_default=60)
+
+    status = fields.String(dump_only=True, metadata={"enum": list(TASK_STATUSES)})
+    retry_count = fields.Integer(dump_only=True)
+    last_run_at = _utc_datetime(dump_only=True)
+    next_run_at = _utc_datetime(dump_only=True)
+    created_at = _utc_datetime(dump_only=True)
+    updated_at = _utc_datetime(dump_only=True)
+
+    @ma.validates("cron_expression")
+    def _check_cron(self, value: str | None, **kwargs: Any) -> None:
+        if value is not None:
+            try:
+                cron.validate(value)
+            except cron.CronError as exc:
+                raise ma.ValidationError(str(exc)) from None
+
+    @ma.validates("timezone")
+    def _check_timezone(self, value: str, **kwargs: Any) -> None:
+        try:
+            cron.parse_timezone(value)
+        except cron.CronError as exc:
+            raise ma.ValidationError(str(exc)) from None
+
+
+class TaskUpdateSchema(TaskSchema):
+    """PATCH: the same fields, each optional (loaded with ``partial=True``)."""
+
+
+class PageArgsSchema(ma.Schema):
+    limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=500))
+    cursor = Text(load_default=None, validate=validate.Length(max=200))
+
+
+class TaskQueryArgsSchema(PageArgsSchema):
+    enabled = fields.Boolean()
+    status = fields.String(validate=validate.OneOf(TASK_STATUSES))
+    q = Text(validate=validate.Length(max=200))
+
+
+class TaskPageSchema(ma.Schema):
+    items = fields.List(fields.Nested(TaskSchema))
+    next_cursor = fields.String(allow_none=True)
+
+
+# --- runs ----------------------------------------------------------------------
+
+
+class RunSchema(ma.Schema):
+    id = fields.Integer()
+    task_id = fields.Integer()
+    task_name = fields.String()
+    attempt = fields.Integer()
+    trigger = fields.String(metadata={"enum": list(RUN_TRIGGERS)})
+    status = fields.String(metadata={"enum": list(RUN_STATUSES)})
+    scheduled_for = _utc_datetime()
+    started_at = _utc_datetime(allow_none=True)
+    finished_at = _utc_datetime(allow_none=True)
+    duration_seconds = fields.Float(allow_none=True)
+    exit_code = fields.Integer(allow_none=True)
+    http_status = fields.Integer(allow_none=True)
+    output = fields.String()
+    message = fields.String()
+
+
+LIST_OUTPUT_CHARS = 1000
+
+
+class RunSummarySchema(RunSchema):
+    """A run in a list: the output is cut to its last characters."""
+
+    output = fields.Function(lambda run: run.output[-LIST_OUTPUT_CHARS:])
+
+
+class RunQueryArgsSchema(PageArgsSchema):
+    task_id = Count(minimum=1)
+    status = fields.String(validate=validate.OneOf(RUN_STATUSES))
+    trigger = fields.String(validate=validate.OneOf(RUN_TRIGGERS))
+    since = _utc_datetime()
+    until = _utc_datetime()
+
+
+class RunPageSchema(ma.Schema):
+    items = fields.List(fields.Nested(RunSummarySchema))
+    next_cursor = fields.String(allow_none=True)
+
+
+# --- stats and preview -----------------------------------------------------------
+
+
+class StatsQueryArgsSchema(ma.Schema):
+    task_id = Count(minimum=1)
+
+
+def _counts(name: str, statuses: tuple[str, ...]) -> type[ma.Schema]:
+    return type(name, (ma.Schema,), {status: fields.Integer() for status in statuses})
+
+
+TaskCountsSchema = _counts("TaskCountsSchema", TASK_STATUSES)
+RunCountsSchema = _counts("RunCountsSchema", RUN_STATUSES)
+
+
+class TaskStatsSchema(ma.Schema):
+    total = fields.Integer()
+    enabled = fields.Integer()
+    by_status = fields.Nested(TaskCountsSchema)
+
+
+class RunStatsSchema(ma.Schema):
+    total = fields.Integer()
+    by_status = fields.Nested(RunCountsSchema)
+    success_rate = fields.Float(allow_none=True)
+    avg_duration_seconds = fields.Float(allow_none=True)
+
+
+class NextRunSchema(ma.Schema):
+    task_id = fields.Integer()
+    name = fields.String()
+    next_run_at = _utc_datetime()
+
+
+class SchedulerStatsSchema(ma.Schema):
+    last_tick_at = _utc_datetime(allow_none=True)
+
+
+class StatsSchema(ma.Schema):
+    tasks = fields.Nested(TaskStatsSchema)
+    runs = fields.Nested(RunStatsSchema)
+    next_runs = fields.List(fields.Nested(NextRunSchema))
+    scheduler = fields.Nested(SchedulerStatsSchema)
+
+
+class PreviewArgsSchema(ma.Schema):
+    cron_expression = Text(required=True, validate=validate.Length(min=1, max=200))
+    timezone = Text(load_default="UTC", validate=validate.Length(min=1, max=64))
+    count = fields.Integer(load_default=5, validate=validate.Range(min=1, max=100))
+    start = _utc_datetime(load_default=None)
+
+    @ma.validates_schema
+    def _check_expression(self, data: dict[str, Any], **kwargs: Any) -> None:
+        try:
+            cron.parse_timezone(data["timezone"])
+        except cron.CronError as exc:
+            raise ma.ValidationError(str(exc), "timezone") from None
+        try:
+            cron.validate(data["cron_expression"], data["timezone"])
+        except cron.CronError as exc:
+            raise ma.ValidationError(str(exc), "cron_expression") from None
+
+
+class PreviewSchema(ma.Schema):
+    description = fields.String()
+    next_runs = fields.List(_utc_datetime())
+
+
+class HealthSchema(ma.Schema):
+    status = fields.String()
+    database = fields.String()

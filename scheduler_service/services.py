@@ -1,0 +1,148 @@
+"""What the API does to tasks, apart from the HTTP: the rules that need the database.
+
+Views call these; each either completes and commits, or aborts with a 4xx before
+anything is written, so a rejected request leaves nothing half-written.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from flask_smorest import abort
+
+from .clock import utcnow
+from .engine import cron
+from .engine.dependencies import find_cycle
+from .errors import abort_invalid
+from .extensions import db, scheduler
+from .models import Run, Task, task_dependencies
+from .schemas import INT_MAX
+
+SCHEDULE_FIELDS = ("cron_expression", "timezone", "enabled")
+
+
+def get_task_or_404(task_id: int) -> Task:
+    # An id past the column's range cannot exist (and PostgreSQL would refuse to compare it).
+    task = db.session.get(Task, task_id) if task_id <= INT_MAX else None
+    if task is None:
+        abort(404, message=f"task {task_id} not found")
+    return task
+
+
+def next_slot(task: Task, now: datetime) -> datetime | None:
+    """The first slot strictly after ``now``, or None for a disabled or dependency-only task."""
+    if not task.enabled or task.cron_expression is None:
+        return None
+    return cron.next_fire_time(task.cron_expression, task.timezone, now)
+
+
+def _check_name_free(name: str, task_id: int | None) -> None:
+    query = sa.select(Task.id).where(Task.name == name)
+    if task_id is not None:
+        query = query.where(Task.id != task_id)
+    if db.session.execute(query).first() is not None:
+        abort(409, message=f"a task named {name!r} already exists", errors={"json": {"name": ["Already taken."]}})
+
+
+def _resolve_parents(task_id: int | None, parent_ids: list[int]) -> list[Task]:
+    """Load the parents, answering 422 for unknown ids, the task itself, or a cycle."""
+    wanted = list(dict.fromkeys(parent_ids))
+    if task_id is not None and task_id in wanted:
+        abort_invalid("depends_on", "A task cannot depend on itself.")
+    parents = db.session.scalars(sa.select(Task).where(Task.id.in_(wanted))).all() if wanted else []
+    missing = sorted(set(wanted) - {parent.id for parent in parents})
+    if missing:
+        abort_invalid("depends_on", f"Unknown task ids: {missing}.")
+    if task_id is not None and wanted:
+        parents_of: dict[int, list[int]] = defaultdict(list)
+        for child_id, parent_id in db.session.execute(sa.select(task_dependencies)):
+            parents_of[child_id].append(parent_id)
+        cycle = find_cycle(task_id, wanted, parents_of)
+        if cycle:
+            names = dict(db.session.execute(sa.select(Task.id, Task.name).where(Task.id.in_(cycle))).all())
+            path = " -> ".join(repr(names.get(node, node)) for node in cycle)
+            abort_invalid("depends_on", f"Would create a cycle: {path}.")
+    by_id = {parent.id: parent for parent in parents}
+    return [by_id[parent_id] for parent_id in wanted]
+
+
+def _check_cron_or_parents(cron_expression: str | None, parents: list[Task]) -> None:
+    if cron_expression is None and not parents:
+        abort_invalid("cron_expression", "Required unless the task has depends_on.")
+
+
+def create_task(data: dict[str, Any]) -> Task:
+    _check_name_free(data["name"], None)
+    parents = _resolve_parents(None, data.pop("depends_on"))
+    _check_cron_or_parents(data.get("cron_expression"), parents)
+    task = Task(**data, parents=parents)
+    task.next_run_at = next_slot(task, utcnow())
+    db.session.add(task)
+    db.session.commit()
+    scheduler.wake()
+    return task
+
+
+def update_task(task: Task, data: dict[str, Any]) -> Task:
+    """Apply the given fields (all of them for PUT, some for PATCH)."""
+    if "name" in data:
+        _check_name_free(data["name"], task.id)
+    parents = _resolve_parents(task.id, data.pop("depends_on")) if "depends_on" in data else task.parents
+    _check_cron_or_parents(data.get("cron_expression", task.cron_expression), parents)
+    schedule_changed = any(
+        field in data and data[field] != getattr(task, field) for field in SCHEDULE_FIELDS
+    )
+    for field, value in data.items():
+        setattr(task, field, value)
+    task.parents = parents
+    if schedule_changed:
+        task.next_run_at = next_slot(task, utcnow())
+    db.session.commit()
+    scheduler.wake()
+    return task
+
+
+def toggle_task(task: Task) -> Task:
+    task.enabled = not task.enabled
+    # Enabling computes the next slot from now: missed slots are not run.
+    task.next_run_at = next_slot(task, utcnow())
+    db.session.commit()
+    scheduler.wake()
+    return task
+
+
+def delete_task(task: Task) -> None:
+    children = [child.name for child in task.children]
+    if children:
+        abort(409, message=f"task {task.name!r} is a parent of: {', '.join(children)}; remove those dependencies first")
+    db.session.delete(task)
+    db.session.commit()
+
+
+def request_run(task: Task) -> Run:
+    """Queue a manual run; the scheduler claims and executes it."""
+    now = utcnow()
+    # One conditional UPDATE decides `forbid` atomically, however many
+    # processes answer API calls at the same moment.
+    claimed = db.session.execute(
+        sa.update(Task)
+        .where(
+            Task.id == task.id,
+            sa.or_(
+                Task.concurrency_policy == "allow",
+                sa.and_(Task.active_runs == 0, Task.status != "retrying"),
+            ),
+        )
+        .values(active_runs=Task.active_runs + 1)
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    if not claimed:
+        db.session.rollback()
+        abort(409, message=f"task {task.name!r} has an active run or retry (concurrency_policy is forbid)")
+    run = Run(task_id=task.id, trigger="manual", status="pending", attempt=1, scheduled_for=now, created_at=now)
+    db.session.add(run)
+    db.session.commit()
+    scheduler.wake()
+    return run
