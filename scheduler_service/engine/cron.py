@@ -229,9 +229,8 @@ def _compile_text(expression: str) -> _Spec:
         canonical = text
     fields = _FIELD_RE.findall(canonical)
     if len(fields) not in (5, 6):
-        raise CronError(
-            f"cron expression {text!r} has {len(fields)} fields; expected 5, or 6 with seconds last"
-        )
+        count = f"{len(fields)} field" + ("" if len(fields) == 1 else "s")
+        raise CronError(f"cron expression {text!r} has {count}; expected 5, or 6 with seconds last")
     for field in fields:
         # H needs a per-task seed and R re-rolls on every parse, which would make
         # next and previous fire times disagree between calls.
