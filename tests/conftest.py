@@ -11,8 +11,30 @@ from scheduler_service import create_app
 from scheduler_service.auth import issue_token
 from scheduler_service.extensions import db
 
-POSTGRES_URL = os.environ.get("TEST_DATABASE_URL")
-DATABASES = ["sqlite"] + (["postgresql"] if POSTGRES_URL else [])
+BASE_POSTGRES_URL = os.environ.get("TEST_DATABASE_URL")
+DATABASES = ["sqlite"] + (["postgresql"] if BASE_POSTGRES_URL else [])
+# Each test session works in a PostgreSQL schema of its own, so that two
+# sessions (a developer's and CI's, or parallel runs) never drop each other's tables.
+POSTGRES_SCHEMA = f"test_{os.getpid()}"
+POSTGRES_URL = (
+    f"{BASE_POSTGRES_URL}{'&' if '?' in BASE_POSTGRES_URL else '?'}options=-csearch_path%3D{POSTGRES_SCHEMA}"
+    if BASE_POSTGRES_URL
+    else None
+)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def postgres_schema():
+    if not BASE_POSTGRES_URL:
+        yield None
+        return
+    engine = sa.create_engine(BASE_POSTGRES_URL)
+    with engine.begin() as connection:
+        connection.execute(sa.text(f"CREATE SCHEMA IF NOT EXISTS {POSTGRES_SCHEMA}"))
+    yield POSTGRES_SCHEMA
+    with engine.begin() as connection:
+        connection.execute(sa.text(f"DROP SCHEMA IF EXISTS {POSTGRES_SCHEMA} CASCADE"))
+    engine.dispose()
 
 _postgres_schema_ready = False
 
@@ -29,9 +51,6 @@ def reset_database(app) -> None:
             db.create_all()
             return
         if not _postgres_schema_ready:
-            db.drop_all()
-            with db.engine.begin() as connection:
-                connection.execute(sa.text("DROP TABLE IF EXISTS alembic_version"))
             db.create_all()
             _postgres_schema_ready = True
         tables = ", ".join(table.name for table in db.metadata.sorted_tables)

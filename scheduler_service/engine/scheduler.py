@@ -58,6 +58,7 @@ class Engine:
         self._in_flight: dict[int, threading.Event] = {}
         self._lock = threading.Lock()
         self._wake_requested = threading.Event()
+        self._ticking = threading.Event()
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -97,7 +98,8 @@ class Engine:
     def wake(self) -> None:
         """Tick as soon as possible (thread-safe)."""
         self._wake_requested.set()
-        if not self.stopping.is_set():
+        # A tick in progress sees the request when it ends and ticks again.
+        if not self.stopping.is_set() and not self._ticking.is_set():
             try:
                 self.timer.modify_job("tick", next_run_time=datetime.now(timezone.utc))
             except JobLookupError:
@@ -116,6 +118,13 @@ class Engine:
     # --- jobs ---------------------------------------------------------------------------
 
     def _tick_job(self) -> None:
+        self._ticking.set()
+        try:
+            self._tick_until_no_wake()
+        finally:
+            self._ticking.clear()
+
+    def _tick_until_no_wake(self) -> None:
         # A wake that arrives while a tick runs is not lost: tick again.
         while not self.stopping.is_set():
             self._wake_requested.clear()

@@ -6,6 +6,7 @@ straight from the DST contract (zoneinfo folds, no transition tables).
 from __future__ import annotations
 
 import time
+from bisect import insort
 from datetime import date, datetime, timedelta, timezone
 from functools import lru_cache
 from zoneinfo import ZoneInfo
@@ -418,6 +419,9 @@ class Fields:
         self.expression = " ".join(texts)
         self.fixed_hour = hour[0] not in ("*", "*/2", "1-23/2", "*/3")
 
+    def __repr__(self) -> str:
+        return f"Fields({self.expression!r})"
+
     def day_matches(self, day: date) -> bool:
         if day.month not in self.months:
             return False
@@ -443,7 +447,7 @@ def instants_of(wall: datetime, zone: ZoneInfo, fixed_hour: bool) -> list[dateti
     if not exists(wall, zone):
         if not fixed_hour:
             return []
-        end = wall
+        end = wall.replace(second=0)  # gaps start and end on whole minutes
         while not exists(end, zone):
             end += timedelta(minutes=1)
         return [end.replace(tzinfo=zone).astimezone(UTC)]
@@ -454,29 +458,49 @@ def instants_of(wall: datetime, zone: ZoneInfo, fixed_hour: bool) -> list[dateti
     return [first]
 
 
+# Every zone in ZONES moves its clock by at most an hour.
+MAX_SHIFT = timedelta(hours=1, minutes=1)
+
+
 def oracle(fields: Fields, zone: ZoneInfo, after: datetime, count: int) -> list[datetime]:
     """The first ``count`` fire instants after ``after``, by walking wall times day by day."""
     after_wall = after.astimezone(zone).replace(tzinfo=None)
-    low = after_wall - timedelta(hours=3)  # a DST shift moves a wall at most this far
-    found: set[datetime] = set()
+    low = after_wall - MAX_SHIFT  # earlier walls map to instants before `after`
+    found: list[datetime] = []
+    stop_wall = None  # once `count` instants are known, walls past this cannot beat them
     day = low.date()
     while True:
+        plain_offset = None
+        if not near_dst_change(zone.key, day):
+            plain_offset = datetime(day.year, day.month, day.day, 12, tzinfo=zone).utcoffset()
         if fields.day_matches(day):
             for hour in sorted(fields.hours):
-                if datetime.combine(day, datetime.min.time()).replace(hour=hour, minute=59, second=59) < low:
+                if datetime(day.year, day.month, day.day, hour, 59, 59) < low:
                     continue
                 for minute in sorted(fields.minutes):
+                    if datetime(day.year, day.month, day.day, hour, minute, 59) < low:
+                        continue
                     for second in sorted(fields.seconds):
                         wall = datetime(day.year, day.month, day.day, hour, minute, second)
                         if wall < low:
                             continue
-                        ranked = sorted(found)
-                        if len(ranked) >= count:
-                            kth = ranked[count - 1]
-                            if wall > kth.astimezone(zone).replace(tzinfo=None) + timedelta(hours=3):
-                                return ranked[:count]
-                        found.update(i for i in instants_of(wall, zone, fields.fixed_hour) if i > after)
+                        if stop_wall is not None and wall > stop_wall:
+                            return found[:count]
+                        if plain_offset is not None:
+                            instants = [(wall - plain_offset).replace(tzinfo=UTC)]
+                        else:
+                            instants = instants_of(wall, zone, fields.fixed_hour)
+                        for instant in instants:
+                            if instant > after and instant not in found:
+                                insort(found, instant)
+                        if len(found) >= count:
+                            stop_wall = found[count - 1].astimezone(zone).replace(tzinfo=None) + MAX_SHIFT
         day += timedelta(days=1)
+
+
+def near_dst_change(zone_name: str, day: date) -> bool:
+    changes = dst_days(zone_name, day.year) + dst_days(zone_name, day.year + 1) + dst_days(zone_name, day.year - 1)
+    return any(abs((change.date() - day).days) <= 2 for change in changes)
 
 
 @lru_cache(maxsize=None)

@@ -1,0 +1,173 @@
+"""`flask --app wsgi db upgrade` (Flask-Migrate) creates and upgrades the schema, on SQLite and PostgreSQL.
+
+PostgreSQL tests use a database of their own, created and dropped here, never the shared test database.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from alembic.config import Config
+
+from scheduler_service import MIGRATIONS_DIR
+from scheduler_service.extensions import db
+from scheduler_service.models import Run, Task  # noqa: F401  (registers every model on db.metadata)
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+POSTGRES_URL = os.environ.get("TEST_DATABASE_URL")
+SETTINGS_VARIABLES = (
+    "DATABASE_URL", "SCHEDULER_ENABLED", "SCHEDULER_TICK_SECONDS", "SCHEDULER_MAX_WORKERS",
+    "SHELL_ACTIONS_ENABLED", "RUN_OUTPUT_LIMIT_BYTES", "RUN_LEASE_SECONDS",
+    "SCHEDULER_SHUTDOWN_GRACE_SECONDS", "MAX_REQUEST_BYTES",
+)
+APP_TABLES = {"task", "run", "task_dependency", "api_token", "scheduler_state"}
+ALL_TABLES = APP_TABLES | {"alembic_version"}
+
+
+def head_revision() -> str:
+    return ScriptDirectory.from_config(_alembic_config()).get_current_head()
+
+
+def _alembic_config() -> Config:
+    config = Config()
+    config.set_main_option("script_location", MIGRATIONS_DIR)
+    return config
+
+
+@pytest.fixture(params=["sqlite"] + (["postgresql"] if POSTGRES_URL else []))
+def empty_database(request, tmp_path):
+    """The URL of an empty database of this test's own."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'migrations.db'}"
+        return
+    import psycopg
+
+    base = sa.engine.make_url(POSTGRES_URL)
+    name = f"sched_migrations_{uuid.uuid4().hex[:12]}"
+    admin_dsn = base.set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(admin_dsn, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield base.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with psycopg.connect(admin_dsn, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def flask_db(url: str, *args: str) -> subprocess.CompletedProcess:
+    env = {name: value for name, value in os.environ.items() if name not in SETTINGS_VARIABLES}
+    env.update(PYTHONPATH=str(REPO_ROOT), DATABASE_URL=url, SCHEDULER_ENABLED="false")
+    result = subprocess.run(
+        [sys.executable, "-m", "flask", "--app", "wsgi", "db", *args],
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, f"flask db {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
+    return result
+
+
+def connect(url: str) -> sa.Engine:
+    return sa.create_engine(url, poolclass=sa.pool.NullPool)
+
+
+def table_names(url: str) -> set[str]:
+    engine = connect(url)
+    try:
+        return set(sa.inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
+
+
+def schema_differences(url: str) -> list:
+    """What `flask db check` compares: the models against the migrated database."""
+    engine = connect(url)
+    try:
+        with engine.connect() as connection:
+            context = MigrationContext.configure(
+                connection, opts={"compare_type": True, "render_as_batch": True}
+            )
+            return compare_metadata(context, db.metadata)
+    finally:
+        engine.dispose()
+
+
+def current_revision(url: str) -> str | None:
+    engine = connect(url)
+    try:
+        with engine.connect() as connection:
+            return MigrationContext.configure(connection).get_current_revision()
+    finally:
+        engine.dispose()
+
+
+def test_migrations_have_one_head():
+    heads = ScriptDirectory.from_config(_alembic_config()).get_heads()
+    assert len(heads) == 1, heads
+
+
+def test_upgrade_on_an_empty_database_creates_every_table_matching_the_models(empty_database):
+    assert table_names(empty_database) == set()
+    flask_db(empty_database, "upgrade")
+    assert table_names(empty_database) == ALL_TABLES
+    assert {table.name for table in db.metadata.sorted_tables} == APP_TABLES
+    assert current_revision(empty_database) == head_revision()
+    assert schema_differences(empty_database) == []
+
+
+def test_upgrade_again_keeps_existing_data(empty_database):
+    flask_db(empty_database, "upgrade")
+    slot = datetime(2026, 11, 28, 2, 0, tzinfo=timezone.utc)
+    engine = connect(empty_database)
+    try:
+        with engine.begin() as connection:
+            task_id = connection.execute(
+                sa.insert(Task.__table__).values(
+                    name="nightly", cron_expression="0 2 * * *",
+                    action={"type": "shell", "command": "echo hi"}, next_run_at=slot,
+                ).returning(Task.__table__.c.id)
+            ).scalar_one()
+            connection.execute(
+                sa.insert(Run.__table__).values(
+                    task_id=task_id, trigger="schedule", status="success", scheduled_for=slot,
+                    started_at=slot, finished_at=slot, exit_code=0, output="hi\n",
+                )
+            )
+    finally:
+        engine.dispose()
+
+    flask_db(empty_database, "upgrade")
+
+    engine = connect(empty_database)
+    try:
+        with engine.connect() as connection:
+            tasks = connection.execute(sa.select(Task.__table__)).mappings().all()
+            runs = connection.execute(sa.select(Run.__table__)).mappings().all()
+    finally:
+        engine.dispose()
+    assert [(t["id"], t["name"], t["action"], t["next_run_at"]) for t in tasks] == [
+        (task_id, "nightly", {"type": "shell", "command": "echo hi"}, slot)
+    ]
+    assert [(r["task_id"], r["status"], r["output"], r["scheduled_for"]) for r in runs] == [
+        (task_id, "success", "hi\n", slot)
+    ]
+    assert current_revision(empty_database) == head_revision()
+
+
+def test_downgrade_to_base_then_upgrade(empty_database):
+    flask_db(empty_database, "upgrade")
+    flask_db(empty_database, "downgrade", "base")
+    assert table_names(empty_database) & APP_TABLES == set()
+    assert current_revision(empty_database) is None
+
+    flask_db(empty_database, "upgrade")
+    assert table_names(empty_database) == ALL_TABLES
+    assert current_revision(empty_database) == head_revision()
+    assert schema_differences(empty_database) == []
