@@ -4,6 +4,8 @@ PostgreSQL tests use a database of their own, created and dropped here, never th
 """
 from __future__ import annotations
 
+import logging
+import logging.config
 import os
 import subprocess
 import sys
@@ -18,7 +20,7 @@ from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.config import Config
 
-from scheduler_service import MIGRATIONS_DIR
+from scheduler_service import MIGRATIONS_DIR, create_app
 from scheduler_service.extensions import db
 from scheduler_service.models import Run, Task  # noqa: F401  (registers every model on db.metadata)
 
@@ -43,11 +45,11 @@ def _alembic_config() -> Config:
     return config
 
 
-@pytest.fixture(params=["sqlite"] + (["postgresql"] if POSTGRES_URL else []))
-def empty_database(request, tmp_path):
-    """The URL of an empty database of this test's own."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'migrations.db'}"
+@pytest.fixture(scope="module")
+def postgres_database():
+    """A PostgreSQL database of this module's own (the shared test database is never touched)."""
+    if not POSTGRES_URL:
+        yield None
         return
     import psycopg
 
@@ -57,13 +59,29 @@ def empty_database(request, tmp_path):
     with psycopg.connect(admin_dsn, autocommit=True) as admin:
         admin.execute(f'CREATE DATABASE "{name}"')
     try:
-        yield base.set(database=name).render_as_string(hide_password=False)
+        yield base.set(database=name)
     finally:
         with psycopg.connect(admin_dsn, autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def flask_db(url: str, *args: str) -> subprocess.CompletedProcess:
+@pytest.fixture(params=["sqlite"] + (["postgresql"] if POSTGRES_URL else []))
+def empty_database(request, tmp_path, postgres_database):
+    """The URL of an empty database of this test's own."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'migrations.db'}"
+    import psycopg
+
+    with psycopg.connect(
+        postgres_database.set(drivername="postgresql").render_as_string(hide_password=False), autocommit=True
+    ) as connection:
+        connection.execute("DROP SCHEMA public CASCADE")
+        connection.execute("CREATE SCHEMA public")
+    return postgres_database.render_as_string(hide_password=False)
+
+
+def flask_db_subprocess(url: str, *args: str) -> subprocess.CompletedProcess:
+    """The real thing: `python -m flask --app wsgi db ...` in a new process."""
     env = {name: value for name, value in os.environ.items() if name not in SETTINGS_VARIABLES}
     env.update(PYTHONPATH=str(REPO_ROOT), DATABASE_URL=url, SCHEDULER_ENABLED="false")
     result = subprocess.run(
@@ -72,6 +90,29 @@ def flask_db(url: str, *args: str) -> subprocess.CompletedProcess:
     )
     assert result.returncode == 0, f"flask db {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
     return result
+
+
+@pytest.fixture
+def flask_db(monkeypatch):
+    """The same `db ...` commands in this process (fast), through the app's CLI.
+
+    migrations/env.py calls logging.config.fileConfig, which would disable every logger
+    of this pytest process; it is switched off here and only here.
+    """
+    monkeypatch.setattr(logging.config, "fileConfig", lambda *args, **kwargs: None)
+
+    def run(url: str, *args: str):
+        app = create_app({"SQLALCHEMY_DATABASE_URI": url, "SCHEDULER_ENABLED": False, "TESTING": True})
+        try:
+            result = app.test_cli_runner().invoke(args=["db", *args])
+        finally:
+            with app.app_context():
+                db.session.remove()
+                db.engine.dispose()
+        assert result.exit_code == 0, f"db {' '.join(args)} failed:\n{result.output}\n{result.exception!r}"
+        return result
+
+    return run
 
 
 def connect(url: str) -> sa.Engine:
@@ -113,16 +154,26 @@ def test_migrations_have_one_head():
     assert len(heads) == 1, heads
 
 
-def test_upgrade_on_an_empty_database_creates_every_table_matching_the_models(empty_database):
+def test_flask_db_upgrade_on_an_empty_database_creates_every_table_matching_the_models(
+    empty_database, flask_db
+):
     assert table_names(empty_database) == set()
-    flask_db(empty_database, "upgrade")
+    flask_db_subprocess(empty_database, "upgrade")
     assert table_names(empty_database) == ALL_TABLES
     assert {table.name for table in db.metadata.sorted_tables} == APP_TABLES
     assert current_revision(empty_database) == head_revision()
     assert schema_differences(empty_database) == []
+    flask_db(empty_database, "check")  # Flask-Migrate's own "no new upgrade operations" check
 
 
-def test_upgrade_again_keeps_existing_data(empty_database):
+def test_upgrade_is_idempotent_on_an_up_to_date_database(empty_database, flask_db):
+    flask_db(empty_database, "upgrade")
+    flask_db(empty_database, "upgrade")
+    assert table_names(empty_database) == ALL_TABLES
+    assert current_revision(empty_database) == head_revision()
+
+
+def test_upgrade_again_keeps_existing_data(empty_database, flask_db):
     flask_db(empty_database, "upgrade")
     slot = datetime(2026, 11, 28, 2, 0, tzinfo=timezone.utc)
     engine = connect(empty_database)
@@ -161,7 +212,7 @@ def test_upgrade_again_keeps_existing_data(empty_database):
     assert current_revision(empty_database) == head_revision()
 
 
-def test_downgrade_to_base_then_upgrade(empty_database):
+def test_downgrade_to_base_then_upgrade(empty_database, flask_db):
     flask_db(empty_database, "upgrade")
     flask_db(empty_database, "downgrade", "base")
     assert table_names(empty_database) & APP_TABLES == set()

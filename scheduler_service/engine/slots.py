@@ -74,29 +74,25 @@ def plan_slot(task: DueTask, parents: Sequence[ParentState], now: datetime) -> S
     if latest is None or latest < due:
         latest = due
 
+    decision = gate(parents) if parents else None
     if now - latest > grace:
-        # Every slot since `due` was missed by more than the grace: one row for the episode.
-        span = f"{_fmt(due)}" if latest == due else f"{_fmt(due)} to {_fmt(latest)}"
-        return SlotPlan(
-            skips=(Skip(due, f"missed slot {span}: more than {task.misfire_grace_seconds}s late"),),
-            next_run_at=next_slot,
-        )
+        if decision is not None and decision.decision == "wait":
+            message = f"{decision.reason} past the misfire grace"
+        else:
+            # Every slot since `due` was missed by more than the grace: one row for the episode.
+            span = f"{_fmt(due)}" if latest == due else f"{_fmt(due)} to {_fmt(latest)}"
+            message = f"missed slot {span}: more than {task.misfire_grace_seconds}s late"
+        return SlotPlan(skips=(Skip(due, message),), next_run_at=next_slot)
 
     skips: tuple[Skip, ...] = ()
     if latest > due and now - due > grace:
         # Older slots are beyond the grace, the latest is not: log the older ones once, run the latest.
         skips = (Skip(due, f"missed slots from {_fmt(due)}: more than {task.misfire_grace_seconds}s late; "
                            f"the latest slot {_fmt(latest)} runs instead"),)
-
-    if parents:
-        decision = gate(parents)
-        if decision.decision == "wait":
-            if now - latest <= grace:
-                return SlotPlan(wait=True, wait_reason=decision.reason)
-            return SlotPlan(skips=skips + (Skip(latest, f"{decision.reason} past the misfire grace"),),
-                            next_run_at=next_slot)
-        if decision.decision == "skip":
-            return SlotPlan(skips=skips + (Skip(latest, decision.reason),), next_run_at=next_slot)
+    if decision is not None and decision.decision == "wait":
+        return SlotPlan(wait=True, wait_reason=decision.reason)
+    if decision is not None and decision.decision == "skip":
+        return SlotPlan(skips=skips + (Skip(latest, decision.reason),), next_run_at=next_slot)
 
     if forbid_active:
         return SlotPlan(skips=skips + (Skip(latest, "previous run still active (concurrency_policy forbid)"),),

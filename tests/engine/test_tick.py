@@ -1,0 +1,131 @@
+"""The tick against a real database with a frozen clock: claims, DST, lost workers."""
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import sqlalchemy as sa
+
+from scheduler_service.engine.executors import Outcome
+from scheduler_service.engine.tick import finish_run, tick
+from scheduler_service.extensions import db
+from scheduler_service.models import Run, Task
+
+UTC = timezone.utc
+
+
+def add_task(app, **values) -> int:
+    defaults = dict(name=f"t{datetime.now().timestamp()}", cron_expression="* * * * *", timezone="UTC",
+                    action={"type": "shell", "command": "true"}, enabled=True)
+    defaults.update(values)
+    with app.app_context():
+        task = Task(**defaults)
+        db.session.add(task)
+        db.session.commit()
+        return task.id
+
+
+def run_tick(app, now, owner="a", capacity=8, lease_seconds=30, alive=()):
+    with app.app_context():
+        return tick(now, owner=owner, capacity=capacity, lease_seconds=lease_seconds, alive=alive)
+
+
+def finish(app, run_id, now, succeeded=True, owner="a"):
+    with app.app_context():
+        return finish_run(run_id, Outcome(succeeded=succeeded, message="" if succeeded else "boom"), now, owner=owner)
+
+
+def test_two_processes_ticking_at_once_claim_a_slot_once(app):
+    slot = datetime(2026, 11, 28, 2, 0, tzinfo=UTC)
+    task_id = add_task(app, next_run_at=slot)
+    first = run_tick(app, slot + timedelta(seconds=1), owner="a")
+    second = run_tick(app, slot + timedelta(seconds=1), owner="b")
+    assert [c.task_id for c in first.claimed] == [task_id]
+    assert second.claimed == []
+    with app.app_context():
+        assert db.session.scalar(sa.select(sa.func.count()).select_from(Run)) == 1
+
+
+def test_capacity_limits_what_one_process_claims(app):
+    slot = datetime(2026, 11, 28, 2, 0, tzinfo=UTC)
+    for _ in range(5):
+        add_task(app, next_run_at=slot)
+    report = run_tick(app, slot, capacity=2)
+    assert len(report.claimed) == 2
+    assert len(run_tick(app, slot, owner="b", capacity=8).claimed) == 3
+
+
+def test_fall_back_runs_the_fixed_hour_once(app):
+    first = datetime(2026, 11, 1, 5, 30, tzinfo=UTC)  # 01:30 EDT
+    task_id = add_task(app, cron_expression="30 1 * * *", timezone="America/New_York", next_run_at=first)
+    report = run_tick(app, first + timedelta(milliseconds=5))
+    assert [c.task_id for c in report.claimed] == [task_id]
+    finish(app, report.claimed[0].run_id, first + timedelta(seconds=1))
+    # 01:30 EST, an hour later, is the same wall time again: it must not run.
+    assert run_tick(app, datetime(2026, 11, 1, 6, 30, 1, tzinfo=UTC)).claimed == []
+    with app.app_context():
+        assert db.session.get(Task, task_id).next_run_at == datetime(2026, 11, 2, 6, 30, tzinfo=UTC)
+
+
+def test_every_half_hour_keeps_real_time_through_fall_back(app):
+    start = datetime(2026, 11, 1, 5, 0, tzinfo=UTC)  # 01:00 EDT
+    task_id = add_task(app, cron_expression="*/30 * * * *", timezone="America/New_York", next_run_at=start)
+    ran = []
+    now = start
+    while now <= datetime(2026, 11, 1, 7, 0, tzinfo=UTC):
+        report = run_tick(app, now)
+        for claimed in report.claimed:
+            finish(app, claimed.run_id, now)
+        with app.app_context():
+            ran += [r.scheduled_for for r in db.session.scalars(sa.select(Run).where(Run.task_id == task_id))
+                    if r.scheduled_for not in ran]
+        now += timedelta(minutes=10)
+    assert ran == [start + timedelta(minutes=30 * i) for i in range(5)]
+
+
+def test_a_run_whose_worker_died_is_failed_and_retried(app):
+    slot = datetime(2026, 11, 28, 2, 0, tzinfo=UTC)
+    task_id = add_task(app, next_run_at=slot, max_retries=1, retry_delay_seconds=60)
+    [claimed] = run_tick(app, slot, owner="dead").claimed
+    # Nobody renews the lease; another process notices once it is older than the lease.
+    assert run_tick(app, slot + timedelta(seconds=20), owner="b", lease_seconds=30).recovered == 0
+    report = run_tick(app, slot + timedelta(seconds=31), owner="b", lease_seconds=30)
+    assert report.recovered == 1
+    with app.app_context():
+        run = db.session.get(Run, claimed.run_id)
+        task = db.session.get(Task, task_id)
+        assert (run.status, run.message) == ("failed", "worker lost")
+        assert task.status == "retrying" and task.retry_count == 1
+        assert task.next_retry_at == slot + timedelta(seconds=31 + 60)
+        assert task.active_runs == 0
+    # The dead worker's late answer cannot overwrite the recovery.
+    assert finish(app, claimed.run_id, slot + timedelta(seconds=40), owner="dead") is False
+    retry = run_tick(app, slot + timedelta(seconds=92), owner="b")
+    assert [(c.task_id, c.attempt) for c in retry.claimed] == [(task_id, 2)]
+
+
+def test_success_resets_and_failure_after_last_retry_leaves_failed(app):
+    slot = datetime(2026, 11, 28, 2, 0, tzinfo=UTC)
+    task_id = add_task(app, next_run_at=slot, max_retries=1, retry_delay_seconds=5)
+    [first] = run_tick(app, slot).claimed
+    finish(app, first.run_id, slot + timedelta(seconds=1), succeeded=False)
+    [retry] = run_tick(app, slot + timedelta(seconds=6)).claimed
+    assert retry.attempt == 2
+    finish(app, retry.run_id, slot + timedelta(seconds=7), succeeded=False)
+    with app.app_context():
+        task = db.session.get(Task, task_id)
+        assert (task.status, task.retry_count, task.next_retry_at) == ("failed", 1, None)
+
+
+def test_a_broken_task_does_not_stop_the_others(app):
+    slot = datetime(2026, 11, 28, 2, 0, tzinfo=UTC)
+    add_task(app, next_run_at=slot, timezone="Not/AZone")  # only possible by writing the row directly
+    good = add_task(app, next_run_at=slot)
+    report = run_tick(app, slot)
+    assert [c.task_id for c in report.claimed] == [good]
+    assert report.errors == 1
+
+
+def test_next_due_time_is_reported_for_the_wake_up(app):
+    slot = datetime(2026, 11, 28, 2, 0, tzinfo=UTC)
+    add_task(app, next_run_at=slot + timedelta(seconds=42))
+    assert run_tick(app, slot).next_due_at == slot + timedelta(seconds=42)
