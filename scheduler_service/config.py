@@ -9,6 +9,9 @@ import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
 
 class ConfigError(ValueError):
     """A setting has a value the service cannot start with."""
@@ -27,36 +30,46 @@ def _boolean(raw: str) -> bool:
     raise ValueError("expected one of true/false/1/0/yes/no")
 
 
-def _integer(minimum: int) -> Callable[[str], int]:
+def _integer(minimum: int, maximum: int) -> Callable[[str], int]:
     def parse(raw: str) -> int:
         try:
             value = int(raw.strip())
         except ValueError:
             raise ValueError("expected a whole number") from None
-        if value < minimum:
-            raise ValueError(f"expected a whole number >= {minimum}")
+        if not minimum <= value <= maximum:
+            raise ValueError(f"expected a whole number from {minimum} to {maximum}")
         return value
 
     return parse
 
 
-def _positive_number(raw: str) -> float:
-    try:
-        value = float(raw.strip())
-    except ValueError:
-        raise ValueError("expected a number") from None
-    if not value > 0 or value != value or value == float("inf"):
-        raise ValueError("expected a number > 0")
-    return value
+def _seconds(maximum: float) -> Callable[[str], float]:
+    def parse(raw: str) -> float:
+        try:
+            value = float(raw.strip())
+        except ValueError:
+            raise ValueError("expected a number of seconds") from None
+        if not 0 < value <= maximum:  # also refuses nan and inf
+            raise ValueError(f"expected a number of seconds > 0 and <= {maximum:g}")
+        return value
+
+    return parse
+
+
+ONE_DAY = 86400.0
 
 
 def _database_url(raw: str) -> str:
     url = raw.strip()
-    if "://" not in url:
-        raise ValueError("expected a SQLAlchemy URL such as sqlite:///path or postgresql+psycopg://host/db")
     if url.startswith("postgres://") or url.startswith("postgresql://"):
         # Heroku-style URLs name no driver; psycopg 3 is the one we ship.
         url = "postgresql+psycopg://" + url.split("://", 1)[1]
+    try:
+        parsed = make_url(url)
+        parsed.get_dialect()
+        _ = parsed.port  # a non-numeric port fails here, not at the first query
+    except (ArgumentError, NoSuchModuleError, ValueError, ImportError):
+        raise ValueError("expected a SQLAlchemy URL such as sqlite:///path or postgresql+psycopg://host/db") from None
     return url
 
 
@@ -65,13 +78,13 @@ def _database_url(raw: str) -> str:
 SETTINGS: dict[str, tuple[str, Callable[[str], Any], Any]] = {
     "DATABASE_URL": ("SQLALCHEMY_DATABASE_URI", _database_url, None),
     "SCHEDULER_ENABLED": ("SCHEDULER_ENABLED", _boolean, True),
-    "SCHEDULER_TICK_SECONDS": ("SCHEDULER_TICK_SECONDS", _positive_number, 60.0),
-    "SCHEDULER_MAX_WORKERS": ("SCHEDULER_MAX_WORKERS", _integer(1), 8),
+    "SCHEDULER_TICK_SECONDS": ("SCHEDULER_TICK_SECONDS", _seconds(ONE_DAY), 60.0),
+    "SCHEDULER_MAX_WORKERS": ("SCHEDULER_MAX_WORKERS", _integer(1, 1024), 8),
     "SHELL_ACTIONS_ENABLED": ("SHELL_ACTIONS_ENABLED", _boolean, True),
-    "RUN_OUTPUT_LIMIT_BYTES": ("RUN_OUTPUT_LIMIT_BYTES", _integer(1), 65536),
-    "RUN_LEASE_SECONDS": ("RUN_LEASE_SECONDS", _positive_number, 30.0),
-    "SCHEDULER_SHUTDOWN_GRACE_SECONDS": ("SCHEDULER_SHUTDOWN_GRACE_SECONDS", _integer(0), 30),
-    "MAX_REQUEST_BYTES": ("MAX_CONTENT_LENGTH", _integer(1), 1048576),
+    "RUN_OUTPUT_LIMIT_BYTES": ("RUN_OUTPUT_LIMIT_BYTES", _integer(1, 2**30), 65536),
+    "RUN_LEASE_SECONDS": ("RUN_LEASE_SECONDS", _seconds(ONE_DAY), 30.0),
+    "SCHEDULER_SHUTDOWN_GRACE_SECONDS": ("SCHEDULER_SHUTDOWN_GRACE_SECONDS", _integer(0, 86400), 30),
+    "MAX_REQUEST_BYTES": ("MAX_CONTENT_LENGTH", _integer(1, 2**31), 1048576),
 }
 
 

@@ -12,7 +12,6 @@ from typing import NoReturn
 from flask import Flask
 from flask_smorest import abort
 from sqlalchemy.exc import IntegrityError
-from werkzeug.exceptions import InternalServerError
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +34,7 @@ def _unexpected_error(error: Exception):
 
     db.session.rollback()
     log.exception("unhandled error")
-    return {"code": 500, "status": InternalServerError.name, "message": "internal error"}, 500
+    return {"code": 500, "status": "Internal Server Error", "message": "internal error"}, 500
 
 
 def register_error_handlers(app: Flask) -> None:

@@ -16,13 +16,30 @@ from .models import CONCURRENCY_POLICIES, RUN_STATUSES, RUN_TRIGGERS, TASK_STATU
 INT_MAX = 2**31 - 1
 
 
+def check_storable(value: Any) -> None:
+    """Refuse strings a database cannot store: NUL characters and lone UTF-16 surrogates."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise ma.ValidationError("Must not contain NUL characters.")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ma.ValidationError("Must be valid Unicode (no lone surrogates).") from None
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            check_storable(key)
+            check_storable(item)
+    elif isinstance(value, list):
+        for item in value:
+            check_storable(item)
+
+
 class Text(fields.String):
-    """A string PostgreSQL can store: no NUL characters."""
+    """A string every supported database can store."""
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
         text = super()._deserialize(value, attr, data, **kwargs)
-        if "\x00" in text:
-            raise ma.ValidationError("Must not contain NUL characters.")
+        check_storable(text)
         return text
 
 
@@ -130,7 +147,9 @@ class ActionField(fields.Field):
             raise ma.ValidationError({"type": [f"Must be one of: {', '.join(ACTION_SCHEMAS)}."]})
         if kind == "shell" and not current_app.config["SHELL_ACTIONS_ENABLED"]:
             raise ma.ValidationError({"type": ["Shell actions are disabled (SHELL_ACTIONS_ENABLED=false)."]})
-        return schema().load(value)
+        action = schema().load(value)
+        check_storable(action)  # args, kwargs and bodies are free-form JSON
+        return action
 
     def _serialize(self, value: Any, attr: str | None, obj: Any, **kwargs: Any) -> Any:
         return value

@@ -3,6 +3,8 @@ ever starts the scheduler."""
 from __future__ import annotations
 
 import hashlib
+import logging
+import logging.config
 import os
 import subprocess
 import sys
@@ -210,7 +212,8 @@ def flask_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
     )
 
 
-def test_db_upgrade_and_create_token_never_run_due_tasks(tmp_path):
+@pytest.mark.filterwarnings("ignore:'get_engine' is deprecated:DeprecationWarning")
+def test_db_upgrade_and_create_token_never_run_due_tasks(tmp_path, monkeypatch):
     database = tmp_path / "sched.db"
     url = f"sqlite:///{database}"
     marker = tmp_path / "task-ran"
@@ -222,13 +225,14 @@ def test_db_upgrade_and_create_token_never_run_due_tasks(tmp_path):
         RUN_LEASE_SECONDS="1",
     )
 
-    # Schema first (with the scheduler enabled: there is nothing it could run yet).
-    upgraded = flask_cli(env, "db", "upgrade")
-    assert upgraded.returncode == 0, upgraded.stderr
+    # Schema first, in this process (migrations/env.py's fileConfig would disable pytest's loggers).
+    monkeypatch.setattr(logging.config, "fileConfig", lambda *args, **kwargs: None)
+    app = make_quiet_app(url)
+    upgraded = app.test_cli_runner().invoke(args=["db", "upgrade"])
+    assert upgraded.exit_code == 0, upgraded.output
 
     # A task that is due right now and would run at once in a scheduling process.
     due = datetime.now(timezone.utc) - timedelta(seconds=5)
-    app = make_quiet_app(url)
     with app.app_context():
         task = Task(
             name="due", cron_expression="* * * * *", misfire_grace_seconds=3600,

@@ -34,6 +34,9 @@ SETTINGS_VARIABLES = (
 APP_TABLES = {"task", "run", "task_dependency", "api_token", "scheduler_state"}
 ALL_TABLES = APP_TABLES | {"alembic_version"}
 
+# migrations/env.py is Flask-Migrate's template, which tries the deprecated db.get_engine() first.
+pytestmark = pytest.mark.filterwarnings("ignore:'get_engine' is deprecated:DeprecationWarning")
+
 
 def head_revision() -> str:
     return ScriptDirectory.from_config(_alembic_config()).get_current_head()

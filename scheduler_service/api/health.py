@@ -5,11 +5,11 @@ import logging
 
 import sqlalchemy as sa
 from flask.views import MethodView
-from flask_smorest import Blueprint
 from sqlalchemy.exc import SQLAlchemyError
 
 from ..extensions import db
 from ..schemas import HealthSchema
+from .blueprint import Blueprint
 
 blp = Blueprint("health", __name__, url_prefix="/api", description="Health")
 log = logging.getLogger(__name__)

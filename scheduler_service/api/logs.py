@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 from flask.views import MethodView
-from flask_smorest import Blueprint, abort
+from flask_smorest import abort
 from sqlalchemy.orm import joinedload
 
 from ..extensions import db
 from ..models import Run
 from ..schemas import INT_MAX, RunPageSchema, RunQueryArgsSchema, RunSchema
+from .blueprint import Blueprint
 from .pagination import paginate
 
 blp = Blueprint("logs", __name__, url_prefix="/api/logs", description="Execution log")

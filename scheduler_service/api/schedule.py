@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 from flask.views import MethodView
-from flask_smorest import Blueprint
 
 from ..clock import utcnow
 from ..engine import cron
 from ..schemas import PreviewArgsSchema, PreviewSchema
+from .blueprint import Blueprint
 
 blp = Blueprint("schedule", __name__, url_prefix="/api/schedule", description="Schedule preview")
 

@@ -5,12 +5,12 @@ from typing import Any
 
 import sqlalchemy as sa
 from flask.views import MethodView
-from flask_smorest import Blueprint
 
 from .. import services
 from ..extensions import db
 from ..models import RUN_STATUSES, TASK_STATUSES, Run, SchedulerState, Task
 from ..schemas import StatsQueryArgsSchema, StatsSchema
+from .blueprint import Blueprint
 
 blp = Blueprint("stats", __name__, url_prefix="/api/stats", description="Statistics")
 

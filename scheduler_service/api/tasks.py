@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 from flask.views import MethodView
-from flask_smorest import Blueprint
 
 from .. import services
 from ..models import Task
 from ..schemas import RunSchema, TaskPageSchema, TaskQueryArgsSchema, TaskSchema, TaskUpdateSchema
+from .blueprint import Blueprint
 from .pagination import paginate
 
 blp = Blueprint("tasks", __name__, url_prefix="/api/tasks", description="Scheduled tasks")

@@ -120,7 +120,8 @@ def _year_transitions(zone: ZoneInfo, year: int) -> tuple[tuple[datetime, ...], 
     """Offset changes with Jan 1 ``year`` < at <= Jan 1 ``year + 1`` (UTC), and their instants.
 
     zoneinfo has no public list of transitions, so sample daily and bisect each
-    change down to the second. No zone changes offset twice within a day.
+    change down to the second; this assumes no zone changes its offset twice
+    within one day, which holds for every zone in current tzdata.
     """
     if not _MIN_YEAR <= year <= _MAX_YEAR:
         return (), ()
@@ -430,7 +431,11 @@ def _wall_prev(spec: _Spec, wall: datetime) -> datetime | None:
 
 
 def _next_instant(spec: _Spec, zone: ZoneInfo, after: datetime) -> datetime | None:
-    fixed = zone.utcoffset(None)  # zoneinfo answers only for zones that never change offset
+    if not _MIN_YEAR <= after.year <= _MAX_YEAR:
+        return None
+    # zoneinfo gives an offset without a datetime only for zones that never
+    # change it (UTC, Etc/GMT+5); for any other zone the general path below applies.
+    fixed = zone.utcoffset(None)
     if fixed is not None:
         wall = _wall_next(spec, after + fixed)
         return None if wall is None else wall - fixed
@@ -462,6 +467,8 @@ def _next_instant(spec: _Spec, zone: ZoneInfo, after: datetime) -> datetime | No
 
 
 def _previous_instant(spec: _Spec, zone: ZoneInfo, before: datetime) -> datetime | None:
+    if not _MIN_YEAR <= before.year <= _MAX_YEAR:
+        return None
     fixed = zone.utcoffset(None)
     if fixed is not None:
         wall = _wall_prev(spec, before + fixed)
@@ -549,7 +556,10 @@ def previous_fire_time(expression: str, timezone: str, before: datetime) -> date
 
 
 def describe(expression: str) -> str:
-    """An English description, e.g. "At 01:30 AM". Times are the task zone's wall clock."""
+    """An English description, e.g. "At 01:30 AM", in the task zone's wall clock.
+
+    Needs only valid syntax: an expression that never matches is still described.
+    """
     spec = _compile(expression)
     fields = _FIELD_RE.findall(spec.canonical)
     if spec.has_seconds:

@@ -29,7 +29,7 @@ from werkzeug.serving import is_running_from_reloader
 
 from ..clock import utcnow
 from .executors import Outcome, execute_action
-from .tick import ClaimedRun, TickReport, finish_run, renew_leases, tick
+from .tick import ClaimedRun, TickReport, finish_run, recover_lost_runs, renew_leases, tick
 
 log = logging.getLogger(__name__)
 
@@ -158,15 +158,19 @@ class Engine:
             pass
 
     def _heartbeat_job(self) -> None:
+        """Renew our leases, and finish other processes' lost runs (sooner than a slow tick would)."""
         with self._lock:
             running = list(self._in_flight)
-        if not running:
-            return
         try:
             with self.app.app_context():
-                renew_leases(running, self.owner, self.clock())
+                now = self.clock()
+                renew_leases(running, self.owner, now)
+                recovered = recover_lost_runs(now, self.lease_seconds, set(running))
         except SQLAlchemyError as exc:
             log.warning("renewing leases failed: %s", exc.__class__.__name__)
+            return
+        if recovered:
+            self.wake()  # their retries may be due
 
     # --- runs ---------------------------------------------------------------------------
 

@@ -301,6 +301,18 @@ def test_special_day_syntax():
     assert cron.previous_fire_time("0 0 L * *", "UTC", utc(2026, 3, 31)) == utc(2026, 2, 28)
 
 
+def test_special_day_syntax_follows_the_dst_rules_too():
+    # Nov 1 and Mar 8 2026 are the first and second Sundays of their months.
+    assert runs("30 1 * * 0#1", NEW_YORK, utc(2026, 10, 31), 2) == ["2026-11-01 05:30:00", "2026-12-06 06:30:00"]
+    assert runs("30 2 * * 0#2", NEW_YORK, utc(2026, 3, 1), 1) == ["2026-03-08 07:00:00"]
+    assert runs("*/30 * * * 0#1", NEW_YORK, utc(2026, 11, 1, 5, 45), 3) == [
+        "2026-11-01 06:00:00",
+        "2026-11-01 06:30:00",
+        "2026-11-01 07:00:00",
+    ]
+    assert cron.previous_fire_time("30 1 * * 0#1", NEW_YORK, utc(2026, 12, 6, 6, 30)) == utc(2026, 11, 1, 5, 30)
+
+
 def test_day_of_month_or_day_of_week_when_both_are_set():
     # Vixie cron: the 13th of the month, and every Friday.
     assert runs("0 0 13 * 5", "UTC", utc(2026, 3, 1), 4) == [

@@ -1,0 +1,200 @@
+"""What every workload shares: scratch databases, clocks, resource readings, statistics.
+
+Each measurement runs in a process of its own (``python -m bench.<module> ...``)
+so that its CPU seconds and peak RSS are its own; seeding happens in a forked
+child so that it counts in neither.
+"""
+from __future__ import annotations
+
+import json
+import math
+import multiprocessing
+import os
+import resource
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+# The PostgreSQL server the issue names; each measurement gets a database of its own.
+PG_ADMIN_URL = os.environ.get("BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+RESULT_MARK = "BENCH-RESULT "
+FAR_FUTURE_CRON = "0 0 1 1 *"  # fires once a year: a task that is not due unless we say so
+
+
+# --- scratch databases ----------------------------------------------------------------
+
+
+@dataclass
+class Scratch:
+    kind: str  # "sqlite" | "postgresql"
+    url: str
+    directory: Path
+
+
+_counter = [0]
+
+
+@contextmanager
+def scratch_database(kind: str, label: str = "db") -> Iterator[Scratch]:
+    """A new empty database (a SQLite file, or a PostgreSQL database ``bench_<pid>_<n>``); removed after."""
+    directory = Path(tempfile.mkdtemp(prefix=f"bench_{os.getpid()}_"))
+    _counter[0] += 1
+    try:
+        if kind == "sqlite":
+            yield Scratch(kind, f"sqlite:///{directory / (label + '.db')}", directory)
+            return
+        name = f"bench_{os.getpid()}_{_counter[0]}"
+        _pg_admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)", f"CREATE DATABASE {name}")
+        try:
+            yield Scratch(kind, PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name, directory)
+        finally:
+            _pg_admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def _pg_admin(*statements: str) -> None:
+    import psycopg
+
+    conninfo = PG_ADMIN_URL.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(conninfo, autocommit=True) as connection:
+        for statement in statements:
+            connection.execute(statement)
+
+
+def psycopg_conninfo(url: str) -> str:
+    return url.replace("postgresql+psycopg://", "postgresql://")
+
+
+# --- time ------------------------------------------------------------------------------
+
+
+def utc(epoch: float) -> datetime:
+    return datetime.fromtimestamp(epoch, timezone.utc)
+
+
+def epoch(moment: datetime) -> float:
+    return moment.timestamp()
+
+
+def sleep_until(epoch_seconds: float) -> None:
+    while (remaining := epoch_seconds - time.time()) > 0:
+        time.sleep(min(remaining, 0.5))
+
+
+# --- resources -------------------------------------------------------------------------
+
+
+def cpu_seconds() -> dict[str, float]:
+    """CPU seconds of this process and of its reaped children (shell actions), so far."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return {"self": own.ru_utime + own.ru_stime, "children": children.ru_utime + children.ru_stime}
+
+
+def cpu_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    return {key: round(after[key] - before[key], 3) for key in before}
+
+
+def peak_rss_mb(pid: int | None = None) -> float:
+    """Peak resident set (VmHWM) in MiB, of this process or of ``pid``."""
+    path = f"/proc/{pid or 'self'}/status"
+    with open(path) as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def rss_mb(pid: int | None = None) -> float:
+    with open(f"/proc/{pid or 'self'}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    return math.nan
+
+
+def postgres_cpu_seconds() -> float:
+    """CPU seconds used so far by every PostgreSQL server process (all databases: an approximation)."""
+    import psutil
+
+    total = 0.0
+    for process in psutil.process_iter(["name"]):
+        try:
+            if process.info["name"] and process.info["name"].startswith("postgres"):
+                times = process.cpu_times()
+                total += times.user + times.system
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return total
+
+
+# --- statistics ------------------------------------------------------------------------
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    """The q-th percentile (0..100), nearest-rank on sorted values."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(1, math.ceil(q / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+def summary_ms(seconds: list[float]) -> dict[str, float | None]:
+    def ms(value):
+        return None if value is None else round(value * 1000, 2)
+
+    return {"p50": ms(percentile(seconds, 50)), "p99": ms(percentile(seconds, 99)), "max": ms(max(seconds) if seconds else None)}
+
+
+def median(values: list[float]) -> float | None:
+    values = [value for value in values if value is not None]
+    return statistics.median(values) if values else None
+
+
+# --- process plumbing ------------------------------------------------------------------
+
+
+def run_forked(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Run ``function(*args, **kwargs)`` in a forked child and return its (picklable) result.
+
+    Seeding runs there, so its memory and CPU count in no measurement.
+    """
+    context = multiprocessing.get_context("fork")
+    parent_end, child_end = context.Pipe(duplex=False)
+
+    def target() -> None:
+        try:
+            child_end.send(("ok", function(*args, **kwargs)))
+        except BaseException as exc:  # report, then exit non-zero
+            child_end.send(("error", repr(exc)))
+            raise
+
+    process = context.Process(target=target)
+    process.start()
+    status, value = parent_end.recv()
+    process.join()
+    if status != "ok":
+        raise RuntimeError(f"seeding failed: {value}")
+    return value
+
+
+def emit(result: dict[str, Any]) -> None:
+    """Hand the result to bench.run (the last marked line of stdout)."""
+    sys.stdout.write(RESULT_MARK + json.dumps(result, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def quiet_logs() -> None:
+    import logging
+
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.getLogger("apscheduler").setLevel(logging.ERROR)

@@ -1,0 +1,209 @@
+"""Our engine under each workload, one measurement per process.
+
+    python -m bench.ours w1 --db sqlite --n 10000 --action python --workers 10
+    python -m bench.ours w2 --db sqlite --n 1000 --span 300
+    python -m bench.ours w3tick --db sqlite --n 100000
+    python -m bench.ours w3rss --db sqlite --n 100000
+
+The engine runs in this process, started the way the tests start it
+(``scheduler.start(app)``); its runs are read back from the Run rows.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from datetime import timezone
+from pathlib import Path
+
+from . import actions
+from .common import (cpu_delta, cpu_seconds, emit, peak_rss_mb, percentile, quiet_logs, rss_mb, run_forked,
+                     scratch_database, sleep_until, summary_ms, utc)
+from .seed import make_app, seed_tasks, wait_margin
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV_BIN = Path(sys.executable).parent
+
+
+def _finished_count(db, Run) -> int:
+    import sqlalchemy as sa
+
+    count = db.session.execute(
+        sa.select(sa.func.count()).select_from(Run).where(Run.status.in_(("success", "failed", "skipped")))
+    ).scalar()
+    db.session.commit()
+    return count
+
+
+def _run_rows(db, Run):
+    import sqlalchemy as sa
+
+    rows = db.session.execute(
+        sa.select(Run.status, Run.scheduled_for, Run.started_at, Run.finished_at, Run.owner)
+    ).all()
+    db.session.commit()
+    return rows
+
+
+def burst_or_spread(kind: str, n: int, action: str, workers: int, shape: str, span: float, timeout: float,
+                    poll: float) -> dict:
+    """W1 (burst) and W2 (spread): the engine in this process runs every seeded task once."""
+    from scheduler_service.database import db
+    from scheduler_service.extensions import scheduler
+    from scheduler_service.models import Run
+
+    with scratch_database(kind) as scratch:
+        seeded = run_forked(seed_tasks, scratch.url, shape, n, action=action, margin=wait_margin(n), span=span)
+        t0 = seeded["t0"]
+        app = make_app(scratch.url, SCHEDULER_MAX_WORKERS=workers)
+        with app.app_context():
+            db.session.execute(db.select(Run.id).limit(1)).all()  # connect before the clock starts
+            db.session.commit()
+        before = cpu_seconds()
+        engine = scheduler.start(app)
+        started_engine = time.time()
+        if started_engine > t0 - 0.5:
+            raise SystemExit(f"engine started {started_engine - t0:+.2f}s from t0: raise the margin")
+        deadline = t0 + span + timeout
+        done_at = None
+        with app.app_context():
+            sleep_until(t0 + (span if shape == "spread" else 0))
+            while time.time() < deadline:
+                if _finished_count(db, Run) >= n:
+                    done_at = time.time()
+                    break
+                time.sleep(poll)
+            after = cpu_seconds()
+            peak = peak_rss_mb()
+            scheduler.stop(app, 0)
+            rows = _run_rows(db, Run)
+        del engine
+    statuses: dict[str, int] = {}
+    for row in rows:
+        statuses[row.status] = statuses.get(row.status, 0) + 1
+    finished = [row for row in rows if row.finished_at is not None]
+    claim_lags = [(row.started_at - row.scheduled_for).total_seconds() for row in rows if row.started_at]
+    starts = list(actions.STARTS)
+    if action == "python":
+        action_lags = [start - (due if due is not None else t0) for start, due in starts]
+    else:
+        action_lags = claim_lags  # a shell command cannot tell; the claim stamps started_at just before Popen
+    last_finish = max((row.finished_at.timestamp() for row in finished), default=None)
+    result = {
+        "scheduler": "ours", "workload": "W1" if shape == "burst" else "W2", "db": kind, "n": n,
+        "action": action, "workers": workers, "runs": len(rows), "statuses": statuses,
+        "complete": done_at is not None,
+        "makespan_s": round(done_at - t0, 3) if done_at and shape == "burst" else None,
+        "makespan_last_finished_s": round(last_finish - t0, 3) if last_finish and shape == "burst" else None,
+        "lag_ms": summary_ms(action_lags), "claim_lag_ms": summary_ms(claim_lags),
+        "cpu_s": cpu_delta(before, after), "peak_rss_mb": peak,
+    }
+    if result["makespan_s"]:
+        result["runs_per_s"] = round(n / result["makespan_s"], 1)
+    return result
+
+
+def w3_tick(kind: str, n: int, repeat: int) -> dict:
+    """W3: the cost of one tick with ``n`` enabled tasks, none due."""
+    from scheduler_service.clock import utcnow
+    from scheduler_service.database import db
+    from scheduler_service.engine.tick import tick
+
+    with scratch_database(kind) as scratch:
+        run_forked(seed_tasks, scratch.url, "idle", n)
+        app = make_app(scratch.url)
+        timings = []
+        with app.app_context():
+            for index in range(repeat + 10):
+                began = time.perf_counter()
+                report = tick(utcnow(), owner="bench", capacity=10, lease_seconds=30)
+                elapsed = time.perf_counter() - began
+                if index >= 10:  # warm-up: connections, statement caches
+                    timings.append(elapsed)
+                assert not report.claimed and report.errors == 0, report
+            db.session.remove()
+            db.engine.dispose()
+    return {"scheduler": "ours", "workload": "W3-tick", "db": kind, "n": n, "tick_ms": summary_ms(timings)}
+
+
+def _get(url: str, token: str | None = None) -> int:
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        response.read()
+        return response.status
+
+
+def w3_rss(kind: str, n: int, settle: float) -> dict:
+    """W3: the memory of a serving process (gunicorn, API and scheduler) and of a scheduler-only process."""
+    import psutil
+
+    result = {"scheduler": "ours", "workload": "W3-rss", "db": kind, "n": n}
+    with scratch_database(kind) as scratch:
+        seeded = run_forked(seed_tasks, scratch.url, "idle", n, with_token=True)
+        env = {**os.environ, "DATABASE_URL": scratch.url, "SCHEDULER_TICK_SECONDS": "1",
+               "PYTHONPATH": str(ROOT)}
+        port = 18000 + os.getpid() % 1000
+        server = subprocess.Popen(
+            [str(VENV_BIN / "gunicorn"), "-w", "1", "-b", f"127.0.0.1:{port}", "wsgi:app"],
+            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )
+        try:
+            base = f"http://127.0.0.1:{port}"
+            for _ in range(200):
+                try:
+                    _get(base + "/api/health")
+                    break
+                except OSError:
+                    time.sleep(0.1)
+            for _ in range(20):
+                _get(base + "/api/tasks/?limit=50", seeded["token"])
+                _get(base + "/api/tasks/?limit=500", seeded["token"])
+                _get(base + "/api/stats/", seeded["token"])
+            time.sleep(settle)  # ticks every second meanwhile
+            [worker] = psutil.Process(server.pid).children()
+            result["serving_peak_rss_mb"] = peak_rss_mb(worker.pid)
+            result["serving_rss_mb"] = rss_mb(worker.pid)
+        finally:
+            server.send_signal(signal.SIGTERM)
+            server.wait(60)
+        runner = subprocess.Popen(
+            [str(VENV_BIN / "flask"), "--app", "wsgi", "run-scheduler"],
+            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        try:
+            time.sleep(settle + 2)
+            result["scheduler_only_peak_rss_mb"] = peak_rss_mb(runner.pid)
+        finally:
+            runner.send_signal(signal.SIGTERM)
+            runner.wait(60)
+    return result
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.ours")
+    parser.add_argument("workload", choices=["w1", "w2", "w3tick", "w3rss"])
+    parser.add_argument("--db", default="sqlite", choices=["sqlite", "postgresql"])
+    parser.add_argument("--n", type=int, default=10000)
+    parser.add_argument("--action", default="python", choices=["python", "shell"])
+    parser.add_argument("--workers", type=int, default=10)
+    parser.add_argument("--span", type=float, default=300.0)
+    parser.add_argument("--repeat", type=int, default=200)
+    parser.add_argument("--settle", type=float, default=5.0)
+    args = parser.parse_args(argv)
+    quiet_logs()
+    if args.workload == "w1":
+        emit(burst_or_spread(args.db, args.n, args.action, args.workers, "burst", 0.0, timeout=600, poll=0.05))
+    elif args.workload == "w2":
+        emit(burst_or_spread(args.db, args.n, "python", args.workers, "spread", args.span, timeout=60, poll=0.5))
+    elif args.workload == "w3tick":
+        emit(w3_tick(args.db, args.n, args.repeat))
+    else:
+        emit(w3_rss(args.db, args.n, args.settle))
+
+
+if __name__ == "__main__":
+    main()

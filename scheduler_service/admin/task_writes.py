@@ -1,0 +1,87 @@
+"""Every change the admin makes, done by ``services`` (the API's rules), with refusals turned into messages.
+
+``services`` answers a refused change with ``flask_smorest.abort`` (an
+HTTPException whose ``data`` holds ``message`` and ``errors``); the admin shows
+those words to the person instead of a JSON body.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import marshmallow as ma
+from sqlalchemy.exc import IntegrityError
+from werkzeug.datastructures import MultiDict
+from werkzeug.exceptions import HTTPException
+
+from .. import services
+from ..database import db
+from ..models import Task
+from ..schemas import TaskSchema
+from .task_form import FORM_WIDE, FieldErrors, errors_from_messages, merge_errors, payload_from_form
+
+Result = TypeVar("Result")
+
+RACE_MESSAGE = "Another change to the same data came first; look again and retry."
+
+
+def save_task(form: MultiDict, task: Task | None = None) -> tuple[Task | None, FieldErrors]:
+    """Create a task (``task`` None) or replace ``task`` from a submitted form.
+
+    Returns the saved task, or None and the errors by form field.
+    """
+    action_type = form.get("action_type", "")
+    payload, unreadable = payload_from_form(form)
+    try:
+        data = TaskSchema().load(payload)
+    except ma.ValidationError as exc:
+        return None, merge_errors(unreadable, errors_from_messages(exc.messages, action_type))
+    if unreadable:
+        return None, unreadable
+    saved, refusal = attempt(services.create_task, data) if task is None else attempt(services.update_task, task, data)
+    if refusal is not None:
+        return None, _refusal_errors(refusal, action_type)
+    return saved, {}
+
+
+def attempt(change: Callable[..., Result], *args: Any) -> tuple[Result | None, HTTPException | str | None]:
+    """Run a ``services`` change; on refusal roll back and return why."""
+    try:
+        return change(*args), None
+    except HTTPException as exc:
+        db.session.rollback()
+        return None, exc
+    except IntegrityError:
+        # A race the service's own checks could not see (two people saving one name).
+        db.session.rollback()
+        return None, RACE_MESSAGE
+
+
+def refusal_message(refusal: HTTPException | str) -> str:
+    """One line for a person: the service's message, else the field errors, else the status."""
+    if isinstance(refusal, str):
+        return refusal
+    data = getattr(refusal, "data", None) or {}
+    if data.get("message"):
+        return str(data["message"])
+    lines = [
+        f"{field}: {text}"
+        for field, texts in errors_from_messages(_json_errors(data), "").items()
+        for text in texts
+    ]
+    return "; ".join(lines) or refusal.description or refusal.name
+
+
+def _refusal_errors(refusal: HTTPException | str, action_type: str) -> FieldErrors:
+    if isinstance(refusal, str):
+        return {FORM_WIDE: [refusal]}
+    data = getattr(refusal, "data", None) or {}
+    errors = errors_from_messages(_json_errors(data), action_type)
+    if data.get("message") or not errors:
+        errors = merge_errors({FORM_WIDE: [refusal_message(refusal)]}, errors)
+    return errors
+
+
+def _json_errors(data: dict[str, Any]) -> dict[str, Any]:
+    errors = data.get("errors") or {}
+    return errors.get("json", {}) if isinstance(errors, dict) else {}
