@@ -24,6 +24,8 @@ from typing import Any, Callable, Iterator
 
 # The PostgreSQL server the issue names; each measurement gets a database of its own.
 PG_ADMIN_URL = os.environ.get("BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+# Where SQLite files live: a real disk (fsync costs what it costs) or /dev/shm (tmpfs: fsync is free).
+SQLITE_DIR = os.environ.get("BENCH_SQLITE_DIR") or None
 RESULT_MARK = "BENCH-RESULT "
 FAR_FUTURE_CRON = "0 0 1 1 *"  # fires once a year: a task that is not due unless we say so
 
@@ -44,7 +46,7 @@ _counter = [0]
 @contextmanager
 def scratch_database(kind: str, label: str = "db") -> Iterator[Scratch]:
     """A new empty database (a SQLite file, or a PostgreSQL database ``bench_<pid>_<n>``); removed after."""
-    directory = Path(tempfile.mkdtemp(prefix=f"bench_{os.getpid()}_"))
+    directory = Path(tempfile.mkdtemp(prefix=f"bench_{os.getpid()}_", dir=SQLITE_DIR if kind == "sqlite" else None))
     _counter[0] += 1
     try:
         if kind == "sqlite":

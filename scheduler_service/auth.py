@@ -13,7 +13,8 @@ from .extensions import db
 from .models import ApiToken
 
 # Paths a person or a load balancer reaches without a token.
-PUBLIC_PATHS = ("/api/health", "/api/openapi.json", "/api/docs")
+PUBLIC_PATHS = {"/api/health", "/api/openapi.json", "/api/docs"}
+PUBLIC_PREFIXES = ("/api/docs/",)
 
 
 def hash_token(token: str) -> str:
@@ -43,7 +44,7 @@ def token_is_valid(token: str) -> bool:
 
 def _require_token() -> None:
     path = request.path
-    if not path.startswith("/api/") or path.startswith(PUBLIC_PATHS):
+    if not path.startswith("/api/") or path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES):
         return
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not token.strip() or not token_is_valid(token.strip()):

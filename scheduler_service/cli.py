@@ -1,6 +1,8 @@
 """CLI commands: run-scheduler, create-token, revoke-token."""
 from __future__ import annotations
 
+import logging
+
 import click
 import sqlalchemy as sa
 from flask import Flask, current_app
@@ -15,6 +17,9 @@ from .models import ApiToken
 @with_appcontext
 def run_scheduler_command() -> None:
     """Run the scheduler in the foreground until SIGINT/SIGTERM (no HTTP)."""
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        logging.getLogger("apscheduler").setLevel(logging.WARNING)
     scheduler.run_forever(current_app._get_current_object())
 
 

@@ -56,7 +56,7 @@ class Task(db.Model):
     timezone: Mapped[str] = mapped_column(sa.String(64), default="UTC")
     enabled: Mapped[bool] = mapped_column(default=True)
     action: Mapped[dict[str, Any]] = mapped_column(sa.JSON)
-    timeout_seconds: Mapped[int | None] = mapped_column(default=3600)
+    timeout_seconds: Mapped[int | None]  # None: no timeout (the API's default is 3600)
     max_retries: Mapped[int] = mapped_column(default=3)
     retry_delay_seconds: Mapped[int] = mapped_column(default=60)
     retry_max_delay_seconds: Mapped[int] = mapped_column(default=3600)

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import re
-from datetime import timezone
+from datetime import datetime, timezone
 from typing import Any
 
 import marshmallow as ma
@@ -43,13 +43,39 @@ class Text(fields.String):
         return text
 
 
-def Count(minimum: int = 0, **kwargs: Any) -> fields.Integer:
-    """A strict JSON integer within the range the database can hold."""
-    return fields.Integer(strict=True, validate=validate.Range(min=minimum, max=INT_MAX), **kwargs)
+def Count(minimum: int = 0, *, strict: bool = True, **kwargs: Any) -> fields.Integer:
+    """An integer within the range the database can hold; strict (a JSON number) unless
+    it comes from a query string, where every value is text."""
+    return fields.Integer(strict=strict, validate=validate.Range(min=minimum, max=INT_MAX), **kwargs)
 
 
-def _utc_datetime(**kwargs: Any) -> fields.AwareDateTime:
-    return fields.AwareDateTime(default_timezone=timezone.utc, **kwargs)
+def QueryId() -> fields.Integer:
+    return Count(minimum=1, strict=False)
+
+
+class UTCDateTime(fields.AwareDateTime):
+    """An ISO 8601 time with any offset (naive means UTC), loaded as aware UTC."""
+
+    # Far enough for any schedule; near the ends of datetime's range, converting zones overflows.
+    EARLIEST = datetime(1970, 1, 1, tzinfo=timezone.utc)
+    LATEST = datetime(9000, 1, 1, tzinfo=timezone.utc)
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(default_timezone=timezone.utc, **kwargs)
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> datetime:
+        moment = super()._deserialize(value, attr, data, **kwargs)
+        try:
+            moment = moment.astimezone(timezone.utc)
+        except OverflowError:
+            moment = None
+        if moment is None or not self.EARLIEST <= moment <= self.LATEST:
+            raise ma.ValidationError("Must be between 1970-01-01 and 9000-01-01.")
+        return moment
+
+
+def _utc_datetime(**kwargs: Any) -> UTCDateTime:
+    return UTCDateTime(**kwargs)
 
 
 class StrictSchema(ma.Schema):
@@ -247,7 +273,7 @@ class RunSummarySchema(RunSchema):
 
 
 class RunQueryArgsSchema(PageArgsSchema):
-    task_id = Count(minimum=1)
+    task_id = QueryId()
     status = fields.String(validate=validate.OneOf(RUN_STATUSES))
     trigger = fields.String(validate=validate.OneOf(RUN_TRIGGERS))
     since = _utc_datetime()
@@ -263,7 +289,7 @@ class RunPageSchema(ma.Schema):
 
 
 class StatsQueryArgsSchema(ma.Schema):
-    task_id = Count(minimum=1)
+    task_id = QueryId()
 
 
 def _counts(name: str, statuses: tuple[str, ...]) -> type[ma.Schema]:

@@ -7,5 +7,8 @@ from . import health, logs, schedule, stats, tasks
 
 
 def register(api: Api) -> None:
+    # Every operation needs the bearer token unless it says otherwise (health, docs).
+    api.spec.components.security_scheme("bearerAuth", {"type": "http", "scheme": "bearer"})
+    api.spec.options["security"] = [{"bearerAuth": []}]
     for blueprint in (tasks.blp, logs.blp, stats.blp, schedule.blp, health.blp):
         api.register_blueprint(blueprint)

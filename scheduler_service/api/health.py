@@ -17,6 +17,7 @@ log = logging.getLogger(__name__)
 
 @blp.route("/health")
 class Health(MethodView):
+    @blp.doc(security=[])
     @blp.response(200, HealthSchema)
     @blp.alt_response(503, schema=HealthSchema)
     def get(self):

@@ -9,6 +9,7 @@ import sqlalchemy as sa
 
 from ..errors import abort_invalid
 from ..extensions import db
+from ..schemas import INT_MAX
 
 
 def encode_cursor(last_id: int) -> str:
@@ -20,7 +21,7 @@ def decode_cursor(cursor: str) -> int:
         text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         prefix, _, value = text.partition(":")
         last_id = int(value)
-        if prefix != "id" or not 0 <= last_id < 2**63:
+        if prefix != "id" or not 0 <= last_id <= INT_MAX:
             raise ValueError
     except (ValueError, binascii.Error, UnicodeDecodeError):
         abort_invalid("cursor", "Not a cursor this service gave out.", location="query")

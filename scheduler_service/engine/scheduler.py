@@ -59,6 +59,7 @@ class Engine:
         self._lock = threading.Lock()
         self._wake_requested = threading.Event()
         self._ticking = threading.Event()
+        self._tick_lock = threading.Lock()
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -80,6 +81,8 @@ class Engine:
             return
         self.stopping.set()
         self._remove_job("tick")
+        with self._tick_lock:
+            pass  # a tick in progress finishes submitting what it claimed before we count
         deadline = time.monotonic() + grace_seconds
         while self.in_flight_count() and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -88,11 +91,14 @@ class Engine:
         for stop in remaining:
             stop.set()
         # Stopped actions end within moments (their process groups are killed); let them record.
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 30
         while self.in_flight_count() and time.monotonic() < deadline:
             time.sleep(0.05)
+        if self.in_flight_count():
+            log.error("%d runs did not record their outcome; lease recovery will finish them", self.in_flight_count())
         self.timer.shutdown(wait=False)
-        self.pool.shutdown(wait=False, cancel_futures=True)
+        # Not cancel_futures: a queued run sees its stop event at once and records itself as stopped.
+        self.pool.shutdown(wait=False)
         log.info("scheduler %s stopped", self.owner)
 
     def wake(self) -> None:
@@ -118,11 +124,12 @@ class Engine:
     # --- jobs ---------------------------------------------------------------------------
 
     def _tick_job(self) -> None:
-        self._ticking.set()
-        try:
-            self._tick_until_no_wake()
-        finally:
-            self._ticking.clear()
+        with self._tick_lock:
+            self._ticking.set()
+            try:
+                self._tick_until_no_wake()
+            finally:
+                self._ticking.clear()
 
     def _tick_until_no_wake(self) -> None:
         # A wake that arrives while a tick runs is not lost: tick again.

@@ -171,7 +171,7 @@ def count_rows(app, model, **where) -> int:
 def shared_client(tmp_path_factory, **config) -> Iterator:
     """A module-wide SQLite app and authenticated client, for endpoints that store nothing
     (preview, OpenAPI, docs, routing errors): building an app per test is what costs time."""
-    from conftest import make_app, reset_database  # the root conftest's app factory
+    from appfactory import make_app, reset_database
 
     app = make_app(f"sqlite:///{tmp_path_factory.mktemp('shared') / 'test.db'}", **config)
     reset_database(app)

@@ -153,7 +153,7 @@ def test_a_cursor_past_any_id_is_refused_or_an_empty_page_not_a_server_error(app
 
 
 def test_task_filters_enabled_status_and_name_contains(app, client):
-    names = ["Nightly Backup", "backup-logs", "100% done", "100 percent", "a_b", "axb", "report"]
+    names = ["Nightly Backup", "backup-logs", "100% done", "100 percent", "a_b", "axb", "report", "C:\\temp"]
     tasks = {name: make_task(client, name=name) for name in names}
     client.post(f"/api/tasks/{tasks['report']['id']}/toggle/")
     client.post(f"/api/tasks/{tasks['axb']['id']}/toggle/")
@@ -166,15 +166,18 @@ def test_task_filters_enabled_status_and_name_contains(app, client):
         return [item["name"] for item in response.get_json()["items"]]
 
     assert names_for(enabled="false") == ["axb", "report"]
-    assert names_for(enabled="true") == ["Nightly Backup", "backup-logs", "100% done", "100 percent", "a_b"]
+    assert names_for(enabled="true") == ["Nightly Backup", "backup-logs", "100% done", "100 percent", "a_b",
+                                         "C:\\temp"]
     assert names_for(status="failed") == ["backup-logs"]
     assert names_for(status="success") == ["a_b"]
-    assert names_for(status="pending") == ["Nightly Backup", "100% done", "100 percent", "axb", "report"]
+    assert names_for(status="pending") == ["Nightly Backup", "100% done", "100 percent", "axb", "report",
+                                           "C:\\temp"]
     assert names_for(q="BACKUP") == ["Nightly Backup", "backup-logs"]  # case-insensitive "contains"
     assert names_for(q="%") == ["100% done"]  # % is literal
     assert names_for(q="_") == ["a_b"]  # _ is literal
     assert names_for(q="a_b") == ["a_b"]
     assert names_for(q="100%") == ["100% done"]
+    assert names_for(q="\\") == ["C:\\temp"]  # so is a backslash
     assert names_for(q="nothing like it") == []
     assert names_for(q="backup", enabled="true", status="pending") == ["Nightly Backup"]
 

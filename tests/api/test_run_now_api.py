@@ -28,8 +28,7 @@ def test_run_now_answers_202_with_the_new_run_and_forbid_refuses_a_second(app, c
     assert "message" in body
     assert count_rows(app, Run) == 1
 
-
-def test_run_now_under_allow_queues_another_run(app, client):
+    # allow: another run is queued while one is pending.
     task = make_task(client, concurrency_policy="allow")
     first = client.post(f"/api/tasks/{task['id']}/run/")
     second = client.post(f"/api/tasks/{task['id']}/run/")

@@ -31,11 +31,9 @@ def shape(document):
     return None
 
 
-def test_stats_of_an_empty_system(client):
-    assert get_stats(client) == EMPTY_STATS
-
-
 def test_stats_count_tasks_and_runs_by_status(app, client):
+    assert get_stats(client) == EMPTY_STATS  # an empty system
+
     tasks = [make_task(client) for _ in range(5)]
     client.post(f"/api/tasks/{tasks[4]['id']}/toggle/")
     set_task(app, tasks[0]["id"], status="success")
@@ -118,5 +116,4 @@ def test_stats_for_one_task(app, client):
 
 
 def test_stats_for_an_unknown_task_is_404(app, client):
-    make_task(client)
     assert_json_error(client.get("/api/stats/", query_string={"task_id": 4242}), 404)

@@ -1,0 +1,244 @@
+"""The admin pages. Each view reads its input, calls one helper, and renders or redirects."""
+from __future__ import annotations
+
+from functools import lru_cache
+from zoneinfo import available_timezones
+
+from flask import Blueprint, Response, abort, flash, jsonify, redirect, render_template, request, url_for
+from markupsafe import Markup, escape
+
+from .. import services
+from ..api.stats import collect_stats
+from ..clock import utcnow
+from ..database import db
+from ..engine import cron
+from ..models import RUN_STATUSES, RUN_TRIGGERS, TASK_STATUSES, Task
+from ..schemas import INT_MAX
+from . import dashboard, queries, security, task_form
+from .accounts import authenticate
+from .task_writes import attempt, refusal_message, save_task
+
+blp = Blueprint(
+    "admin", __name__, url_prefix="/admin",
+    template_folder="templates", static_folder="static", static_url_path="/static",
+)
+
+PUBLIC_ENDPOINTS = {"admin.login", "admin.static"}
+PREVIEW_COUNT = 5
+
+
+# --- every request ----------------------------------------------------------------------------
+
+
+@blp.before_request
+def _guard():
+    """Forms must carry this session's CSRF token; every page but login needs a logged-in user."""
+    if request.method == "POST" and not security.csrf_ok():
+        return render_template("admin/error.html", title="Form expired",
+                               message="This form is no longer valid (its security token does not match). "
+                                       "Go back, reload the page and send it again."), 400
+    if request.endpoint not in PUBLIC_ENDPOINTS and security.current_admin() is None:
+        return redirect(url_for("admin.login", next=request.full_path.rstrip("?")))
+    return None
+
+
+@blp.after_request
+def _headers(response: Response) -> Response:
+    return security.add_security_headers(response)
+
+
+# Globals rather than a context processor: imported macros (the forms' buttons) see them too.
+blp.add_app_template_global(security.csrf_token, "csrf_token")
+blp.add_app_template_global(security.current_admin, "current_admin")
+blp.add_app_template_global(utcnow, "now")
+
+
+@blp.errorhandler(404)
+def _not_found(error):
+    return render_template("admin/error.html", title="Not found", message=error.description), 404
+
+
+# --- login ---------------------------------------------------------------------------------------
+
+
+@blp.route("/login", methods=["GET", "POST"])
+def login():
+    target = security.safe_next(request.values.get("next"), url_for("admin.dashboard_page"))
+    if request.method == "GET":
+        if security.current_admin() is not None:
+            return redirect(target)
+        return render_template("admin/login.html", next=target, name="")
+    name = request.form.get("name", "")
+    user = authenticate(name, request.form.get("password", ""))
+    if user is None:
+        return render_template("admin/login.html", next=target, name=name,
+                               error="Wrong name or password."), 401
+    security.log_in(user)
+    return redirect(target)
+
+
+@blp.post("/logout")
+def logout():
+    security.log_out()
+    flash("You are logged out.", "success")
+    return redirect(url_for("admin.login"))
+
+
+# --- dashboard -----------------------------------------------------------------------------------
+
+
+@blp.get("/")
+def dashboard_page():
+    return render_template("admin/dashboard.html", board=dashboard.build_dashboard(utcnow()),
+                           series=dashboard.HOURLY_SERIES)
+
+
+# --- tasks ---------------------------------------------------------------------------------------
+
+
+@blp.get("/tasks/")
+def task_list():
+    filters = queries.task_filters(request.args)
+    page = queries.task_page(filters.args)
+    return render_template(
+        "admin/tasks.html", page=page, filters=filters, statuses=TASK_STATUSES,
+        last_runs=queries.last_finished_runs([task.id for task in page["items"]]),
+    )
+
+
+@blp.route("/tasks/new", methods=["GET", "POST"])
+def task_new():
+    if request.method == "GET":
+        return _task_form(None, task_form.blank_form(), {})
+    task, errors = save_task(request.form)
+    if task is None:
+        return _task_form(None, task_form.form_values(request.form), errors), 422
+    flash(f"Task “{task.name}” created.", "success")
+    return redirect(url_for("admin.task_page", task_id=task.id))
+
+
+@blp.get("/tasks/<int:task_id>/")
+def task_page(task_id: int):
+    task = _task_or_404(task_id)
+    try:
+        upcoming = (cron.fire_times(task.cron_expression, task.timezone, utcnow(), PREVIEW_COUNT)
+                    if task.cron_expression else [])
+        description = cron.describe(task.cron_expression) if task.cron_expression else None
+    except cron.CronError:
+        upcoming, description = [], None
+    return render_template(
+        "admin/task.html", task=task, stats=collect_stats(task.id), runs=queries.recent_runs(task.id),
+        upcoming=upcoming, schedule_text=description,
+    )
+
+
+@blp.route("/tasks/<int:task_id>/edit", methods=["GET", "POST"])
+def task_edit(task_id: int):
+    task = _task_or_404(task_id)
+    if request.method == "GET":
+        return _task_form(task, task_form.form_from_task(task), {})
+    saved, errors = save_task(request.form, task)
+    if saved is None:
+        return _task_form(task, task_form.form_values(request.form), errors), 422
+    flash(f"Task “{saved.name}” saved.", "success")
+    return redirect(url_for("admin.task_page", task_id=saved.id))
+
+
+@blp.post("/tasks/<int:task_id>/toggle")
+def task_toggle(task_id: int):
+    task = _task_or_404(task_id)
+    toggled, refusal = attempt(services.toggle_task, task)
+    if refusal is not None:
+        flash(refusal_message(refusal), "error")
+    else:
+        flash(f"Task “{toggled.name}” {'enabled' if toggled.enabled else 'disabled'}.", "success")
+    return redirect(_back(task_id))
+
+
+@blp.post("/tasks/<int:task_id>/run")
+def task_run(task_id: int):
+    task = _task_or_404(task_id)
+    run, refusal = attempt(services.request_run, task)
+    if refusal is not None:
+        flash(f"Not started: {refusal_message(refusal)}", "error")
+        return redirect(_back(task_id))
+    link = url_for("admin.run_page", run_id=run.id)
+    flash(Markup('Run <a href="{}">#{}</a> of “{}” queued.').format(link, run.id, escape(task.name)), "success")
+    return redirect(_back(task_id))
+
+
+@blp.route("/tasks/<int:task_id>/delete", methods=["GET", "POST"])
+def task_delete(task_id: int):
+    task = _task_or_404(task_id)
+    if request.method == "GET":
+        return render_template("admin/task_delete.html", task=task, run_count=queries.count_runs(task.id))
+    name = task.name
+    _, refusal = attempt(services.delete_task, task)
+    if refusal is not None:
+        return render_template("admin/task_delete.html", task=task, run_count=queries.count_runs(task.id),
+                               refusal=refusal_message(refusal)), 409
+    flash(f"Task “{name}” and its runs deleted.", "success")
+    return redirect(url_for("admin.task_list"))
+
+
+@blp.get("/schedule-preview")
+def schedule_preview():
+    """The task form's live preview: the same answer as /api/schedule/preview/, for the session user."""
+    expression = request.args.get("cron_expression", "").strip()
+    zone = request.args.get("timezone", "").strip() or "UTC"
+    try:
+        cron.validate(expression, zone)
+        times = cron.fire_times(expression, zone, utcnow(), PREVIEW_COUNT)
+    except cron.CronError as exc:
+        return jsonify(error=str(exc)), 422
+    return jsonify(description=cron.describe(expression), next_runs=[moment.isoformat() for moment in times])
+
+
+# --- runs ------------------------------------------------------------------------------------------
+
+
+@blp.get("/runs/")
+def run_list():
+    filters = queries.run_filters(request.args)
+    return render_template(
+        "admin/runs.html", page=queries.run_page(filters.args), filters=filters,
+        statuses=RUN_STATUSES, triggers=RUN_TRIGGERS, task_choices=queries.task_names(),
+    )
+
+
+@blp.get("/runs/<int:run_id>/")
+def run_page(run_id: int):
+    run = queries.find_run(run_id)
+    if run is None:
+        abort(404, description=f"Run {run_id} does not exist (it may have been deleted with its task).")
+    return render_template("admin/run.html", run=run)
+
+
+# --- helpers ---------------------------------------------------------------------------------------
+
+
+def _task_or_404(task_id: int) -> Task:
+    task = db.session.get(Task, task_id) if task_id <= INT_MAX else None
+    if task is None:
+        abort(404, description=f"Task {task_id} does not exist.")
+    return task
+
+
+def _task_form(task: Task | None, values: dict, errors: task_form.FieldErrors) -> str:
+    return render_template(
+        "admin/task_form.html", task=task, values=values, errors=errors,
+        parent_choices=queries.task_names(exclude=task.id if task else None),
+        action_types=task_form.ACTION_TYPES, http_methods=task_form.HTTP_METHODS,
+        body_formats=task_form.BODY_FORMATS, form_wide=task_form.FORM_WIDE,
+        zones=_zone_names(),
+    )
+
+
+@lru_cache(maxsize=1)
+def _zone_names() -> list[str]:
+    return sorted(available_timezones())
+
+
+def _back(task_id: int) -> str:
+    """Where a button on a list or a task page returns to."""
+    return security.safe_next(request.form.get("next"), url_for("admin.task_page", task_id=task_id))
