@@ -58,8 +58,8 @@ def duration(seconds: float | None) -> str:
 def percent(rate: float | None) -> str:
     if rate is None:
         return DASH
-    value = rate * 100
-    return f"{value:.0f}%" if value in (0, 100) else f"{value:.1f}%"
+    value = round(rate * 100, 1)
+    return f"{value:.0f}%" if value == int(value) else f"{value:.1f}%"
 
 
 def register_filters(app: Flask) -> None:

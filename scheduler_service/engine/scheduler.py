@@ -29,7 +29,10 @@ from werkzeug.serving import is_running_from_reloader
 
 from ..clock import utcnow
 from .executors import Outcome, execute_action
-from .tick import ClaimedRun, TickReport, finish_run, recover_lost_runs, renew_leases, tick
+from .. import events
+from .tick import (
+    ClaimedRun, FinishedRun, SkippedSlot, TickReport, finish_run, recover_lost_runs, renew_leases, tick,
+)
 
 log = logging.getLogger(__name__)
 
@@ -137,14 +140,19 @@ class Engine:
             self._wake_requested.clear()
             with self._lock:
                 alive = list(self._in_flight)
+            started = time.monotonic()
             with self.app.app_context():
+                now = self.clock()
                 report = tick(
-                    self.clock(), owner=self.owner, capacity=self.max_workers - len(alive),
+                    now, owner=self.owner, capacity=self.max_workers - len(alive),
                     lease_seconds=self.lease_seconds, alive=alive,
                 )
             self.last_report = report
             for claimed in report.claimed:
                 self._submit(claimed)
+                events.run_started.send(self.app, run=claimed, started_at=now)
+            self._announce(report.recovered_runs, report.skips)
+            events.tick_finished.send(self.app, report=report, duration_seconds=time.monotonic() - started)
             self._schedule_next_tick(report)
             if not self._wake_requested.is_set():
                 return
@@ -177,7 +185,14 @@ class Engine:
             log.warning("renewing leases failed: %s", exc.__class__.__name__)
             return
         if recovered:
+            self._announce(recovered, [])
             self.wake()  # their retries may be due
+
+    def _announce(self, finished: list[FinishedRun], skips: list[SkippedSlot]) -> None:
+        for run in finished:
+            events.run_finished.send(self.app, run=run)
+        for skip in skips:
+            events.slot_skipped.send(self.app, skip=skip)
 
     # --- runs ---------------------------------------------------------------------------
 
@@ -216,8 +231,11 @@ class Engine:
         for delay in (*RECORD_RETRY_SECONDS, None):
             try:
                 with self.app.app_context():
-                    if not finish_run(claimed.run_id, outcome, self.clock(), owner=self.owner):
-                        log.warning("run %s was taken over (lease lost); its outcome is dropped", claimed.run_id)
+                    finished = finish_run(claimed.run_id, outcome, self.clock(), owner=self.owner)
+                if finished is None:
+                    log.warning("run %s was taken over (lease lost); its outcome is dropped", claimed.run_id)
+                else:
+                    self._announce([finished], [])
                 return
             except SQLAlchemyError as exc:
                 if delay is None:

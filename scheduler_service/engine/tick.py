@@ -46,12 +46,46 @@ class ClaimedRun:
     timeout_seconds: int | None
 
 
+@dataclass(frozen=True)
+class SkippedSlot:
+    task_id: int
+    slot: datetime
+    message: str
+
+
+@dataclass(frozen=True)
+class FinishedRun:
+    """What recording an outcome did: the facts metrics and alerts are made of."""
+
+    run_id: int
+    task_id: int
+    task_name: str
+    attempt: int
+    trigger: str
+    status: str  # success or failed
+    scheduled_for: datetime
+    started_at: datetime | None
+    finished_at: datetime
+    duration_seconds: float | None
+    message: str
+    retry_at: datetime | None  # when it will be retried; None after a success or the last attempt
+    previous_outcome: str | None  # the task's finished run before this one: success, failed or None
+
+    @property
+    def gave_up(self) -> bool:
+        return self.status == "failed" and self.retry_at is None
+
+    @property
+    def recovered(self) -> bool:
+        return self.status == "success" and self.previous_outcome == "failed"
+
+
 @dataclass
 class TickReport:
     claimed: list[ClaimedRun] = field(default_factory=list)
-    skipped: int = 0
+    skips: list[SkippedSlot] = field(default_factory=list)
+    recovered_runs: list[FinishedRun] = field(default_factory=list)
     waiting: int = 0
-    recovered: int = 0
     lost_claims: int = 0
     errors: int = 0
     next_due_at: datetime | None = None
@@ -64,7 +98,7 @@ def tick(now: datetime, *, owner: str, capacity: int, lease_seconds: float, aliv
     """Do one round of work as of ``now``; claim at most ``capacity`` runs for ``owner``."""
     report = TickReport()
     _guarded(report, _mark_tick, now)
-    report.recovered = _guarded(report, recover_lost_runs, now, lease_seconds, set(alive)) or 0
+    report.recovered_runs = _guarded(report, recover_lost_runs, now, lease_seconds, set(alive)) or []
     for claim_step in (_claim_manual_runs, _claim_retries, _claim_due_slots):
         free = capacity - len(report.claimed)
         if free <= 0:
@@ -261,7 +295,7 @@ def _apply_plan(row: Any, plan: SlotPlan, now: datetime, owner: str, report: Tic
             task_id=row.id, attempt=1, trigger=plan.trigger, status="skipped", scheduled_for=skip.slot,
             started_at=now, finished_at=now, message=skip.message[:MESSAGE_LIMIT], created_at=now,
         ))
-    report.skipped += len(plan.skips)
+    report.skips.extend(SkippedSlot(row.id, skip.slot, skip.message) for skip in plan.skips)
     run = None
     if plan.run_slot is not None:
         run = _new_run(row.id, attempt=1, trigger=plan.trigger, slot=plan.run_slot, now=now, owner=owner)
@@ -285,7 +319,7 @@ def renew_leases(run_ids: Iterable[int], owner: str, now: datetime) -> int:
     return renewed
 
 
-def recover_lost_runs(now: datetime, lease_seconds: float, alive: set[int] = frozenset()) -> int:
+def recover_lost_runs(now: datetime, lease_seconds: float, alive: set[int] = frozenset()) -> list[FinishedRun]:
     """Fail runs whose owner stopped renewing its lease, and retry them by the task's policy."""
     stale_before = now - timedelta(seconds=lease_seconds)
     lost = db.session.execute(
@@ -295,13 +329,14 @@ def recover_lost_runs(now: datetime, lease_seconds: float, alive: set[int] = fro
         .limit(DUE_BATCH)
     ).all()
     db.session.commit()
-    recovered = 0
+    recovered = []
     for run_id, heartbeat_at in lost:
         if run_id in alive:
             continue
         outcome = Outcome(succeeded=False, message=WORKER_LOST)
-        if finish_run(run_id, outcome, now, expect_heartbeat=heartbeat_at):
-            recovered += 1
+        finished = finish_run(run_id, outcome, now, expect_heartbeat=heartbeat_at)
+        if finished is not None:
+            recovered.append(finished)
             log.warning("run %s: %s (no heartbeat since %s)", run_id, WORKER_LOST, heartbeat_at.isoformat())
     return recovered
 
@@ -310,45 +345,53 @@ def recover_lost_runs(now: datetime, lease_seconds: float, alive: set[int] = fro
 
 
 def finish_run(run_id: int, outcome: Outcome, now: datetime, *, owner: str | None = None,
-               expect_heartbeat: datetime | None = None) -> bool:
+               expect_heartbeat: datetime | None = None) -> FinishedRun | None:
     """Record a run's outcome and move its task on, in one transaction.
 
     Only a run still ``running`` (and still ours, or still as stale as seen) is
     finished: a process that lost its lease cannot overwrite the recovery.
+    Returns None when nothing was recorded.
     """
     run = db.session.execute(
-        sa.select(Run.task_id, Run.attempt, Run.started_at).where(Run.id == run_id)
+        sa.select(Run.task_id, Run.attempt, Run.trigger, Run.scheduled_for, Run.started_at).where(Run.id == run_id)
     ).one_or_none()
     if run is None:  # the task was deleted meanwhile, and its runs with it
         db.session.rollback()
-        return False
-    task_id, attempt, started_at = run
+        return None
     condition = [Run.id == run_id, Run.status == "running"]
     if owner is not None:
         condition.append(Run.owner == owner)
     if expect_heartbeat is not None:
         condition.append(Run.heartbeat_at == expect_heartbeat)
+    status = "success" if outcome.succeeded else "failed"
+    duration = max((now - run.started_at).total_seconds(), 0.0) if run.started_at else None
+    message = outcome.message[:MESSAGE_LIMIT]
     finished = db.session.execute(
         sa.update(Run).where(*condition).values(
-            status="success" if outcome.succeeded else "failed",
-            finished_at=now,
-            duration_seconds=max((now - started_at).total_seconds(), 0.0) if started_at else None,
-            exit_code=outcome.exit_code,
-            http_status=outcome.http_status,
-            output=outcome.output,
-            message=outcome.message[:MESSAGE_LIMIT],
+            status=status, finished_at=now, duration_seconds=duration, exit_code=outcome.exit_code,
+            http_status=outcome.http_status, output=outcome.output, message=message,
         )
     ).rowcount
     if not finished:
         db.session.rollback()
-        return False
-    task = db.session.get(Task, task_id)
+        return None
+    previous_outcome = db.session.execute(
+        sa.select(Run.status)
+        .where(Run.task_id == run.task_id, Run.id < run_id, Run.status.in_(("success", "failed")))
+        .order_by(Run.id.desc())
+        .limit(1)
+    ).scalar()
+    task = db.session.get(Task, run.task_id)
+    retry_at = None
     if outcome.succeeded:
         _after_success(task, now)
     else:
-        _after_failure(task, attempt, now)
+        retry_at = _after_failure(task, run.attempt, now)
     db.session.commit()
-    return True
+    return FinishedRun(
+        run_id, task.id, task.name, run.attempt, run.trigger, status, run.scheduled_for, run.started_at,
+        now, duration, message, retry_at, previous_outcome,
+    )
 
 
 def _after_success(task: Task, now: datetime) -> None:
@@ -362,7 +405,7 @@ def _after_success(task: Task, now: datetime) -> None:
     _trigger_dependents(task.id, now)
 
 
-def _after_failure(task: Task, attempt: int, now: datetime) -> None:
+def _after_failure(task: Task, attempt: int, now: datetime) -> datetime | None:
     policy = RetryPolicy(task.max_retries, task.retry_delay_seconds, task.retry_max_delay_seconds)
     retry_at = policy.after_failure(attempt, now)
     values: dict[str, Any] = (
@@ -377,6 +420,7 @@ def _after_failure(task: Task, attempt: int, now: datetime) -> None:
             **values,
         )
     )
+    return retry_at
 
 
 

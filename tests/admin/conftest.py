@@ -3,8 +3,15 @@ from __future__ import annotations
 
 import pytest
 
+from werkzeug.security import generate_password_hash
+
 from admin_helpers import ADMIN_NAME, ADMIN_PASSWORD, csrf_of
-from scheduler_service.admin.accounts import create_admin
+from scheduler_service.admin.models import AdminUser
+from scheduler_service.extensions import db
+
+# scrypt (the default) takes a good part of a second; the fixtures' account uses a cheap
+# hash so that logging in costs nothing. The CLI tests still make real scrypt hashes.
+CHEAP_HASH = generate_password_hash(ADMIN_PASSWORD, method="pbkdf2:sha256:1000")
 
 
 @pytest.fixture
@@ -15,7 +22,9 @@ def app_config() -> dict:
 @pytest.fixture
 def admin_account(app):
     with app.app_context():
-        user = create_admin(ADMIN_NAME, ADMIN_PASSWORD)
+        user = AdminUser(name=ADMIN_NAME, password_hash=CHEAP_HASH)
+        db.session.add(user)
+        db.session.commit()
         return user.id
 
 

@@ -14,8 +14,8 @@ from html import unescape as html_unescape
 
 import pytest
 import sqlalchemy as sa
-
 from markupsafe import escape
+from werkzeug.datastructures import MultiDict
 
 from admin_helpers import ADMIN_NAME, ADMIN_PASSWORD, csrf_of, field_errors, task_form, text_of
 from scheduler_service.admin import dashboard
@@ -222,7 +222,7 @@ def test_http_and_python_tasks_survive_a_trip_through_the_edit_form(app, web, cl
     assert report["enabled"] is False and report["concurrency_policy"] == "allow"
 
 
-def _form_as_shown(html: str) -> list[tuple[str, str]]:
+def _form_as_shown(html: str) -> MultiDict:
     """The (name, value) pairs a browser would submit for the page's task form, unchanged."""
     form = re.search(r'<form method="post" class="task-form".*?</form>', html, re.S).group(0)
     pairs = []
@@ -239,12 +239,8 @@ def _form_as_shown(html: str) -> list[tuple[str, str]]:
         pairs.append((name, _unescape(body)))
     for name, options in re.findall(r'<select[^>]*name="([^"]+)"[^>]*>(.*?)</select>', form, re.S):
         chosen = re.findall(r'<option(?: value="([^"]*)")?[^>]*selected[^>]*>([^<]*)', options)
-        pairs.extend((name, _unescape(value or label)) for value, label in chosen)
-    return pairs
-
-
-def _unescape(text: str) -> str:
-    return html_unescape(text)
+        pairs.extend((name, html_unescape(value or label)) for value, label in chosen)
+    return MultiDict(pairs)
 
 
 @pytest.mark.parametrize(
@@ -256,7 +252,7 @@ def _unescape(text: str) -> str:
         ({"timezone": "Mars/Olympus"}, "timezone", "unknown time zone"),
         ({"max_retries": "three"}, "max_retries", "Not a valid integer."),
         ({"retry_delay_seconds": "0"}, "retry_delay_seconds", "greater than or equal to 1"),
-        ({"shell_command": ""}, "shell_command", "Shorter than minimum length 1."),
+        ({"shell_command": ""}, "shell_command", "Length must be between 1 and 65536."),
         ({"shell_env": "JUSTAWORD"}, "shell_env", "Line 1: expected NAME=value."),
         ({"action_type": "http", "http_url": "not a url"}, "http_url", "Not a valid URL."),
         ({"action_type": "http", "http_url": "http://x.internal/", "http_expect_status": "ok"},
@@ -270,7 +266,7 @@ def _unescape(text: str) -> str:
          "Not a valid list."),
         ({"action_type": "teleport"}, "action_type", "Must be one of: shell, http, python."),
         ({"depends_on": "999"}, "depends_on", "Unknown task ids: [999]."),
-        ({"name": ""}, "name", "Shorter than minimum length 1."),
+        ({"name": ""}, "name", "Length must be between 1 and 200."),
     ],
 )
 def test_a_bad_value_is_shown_beside_its_field_and_nothing_is_saved(app, web, fields, field, message):

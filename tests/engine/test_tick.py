@@ -87,9 +87,10 @@ def test_a_run_whose_worker_died_is_failed_and_retried(app):
     task_id = add_task(app, next_run_at=slot, max_retries=1, retry_delay_seconds=60)
     [claimed] = run_tick(app, slot, owner="dead").claimed
     # Nobody renews the lease; another process notices once it is older than the lease.
-    assert run_tick(app, slot + timedelta(seconds=20), owner="b", lease_seconds=30).recovered == 0
+    assert run_tick(app, slot + timedelta(seconds=20), owner="b", lease_seconds=30).recovered_runs == []
     report = run_tick(app, slot + timedelta(seconds=31), owner="b", lease_seconds=30)
-    assert report.recovered == 1
+    [lost] = report.recovered_runs
+    assert (lost.run_id, lost.message, lost.retry_at) == (claimed.run_id, "worker lost", slot + timedelta(seconds=91))
     with app.app_context():
         run = db.session.get(Run, claimed.run_id)
         task = db.session.get(Task, task_id)
@@ -98,7 +99,7 @@ def test_a_run_whose_worker_died_is_failed_and_retried(app):
         assert task.next_retry_at == slot + timedelta(seconds=31 + 60)
         assert task.active_runs == 0
     # The dead worker's late answer cannot overwrite the recovery.
-    assert finish(app, claimed.run_id, slot + timedelta(seconds=40), owner="dead") is False
+    assert finish(app, claimed.run_id, slot + timedelta(seconds=40), owner="dead") is None
     retry = run_tick(app, slot + timedelta(seconds=92), owner="b")
     assert [(c.task_id, c.attempt) for c in retry.claimed] == [(task_id, 2)]
 
@@ -110,7 +111,8 @@ def test_success_resets_and_failure_after_last_retry_leaves_failed(app):
     finish(app, first.run_id, slot + timedelta(seconds=1), succeeded=False)
     [retry] = run_tick(app, slot + timedelta(seconds=6)).claimed
     assert retry.attempt == 2
-    finish(app, retry.run_id, slot + timedelta(seconds=7), succeeded=False)
+    last = finish(app, retry.run_id, slot + timedelta(seconds=7), succeeded=False)
+    assert last.gave_up and last.previous_outcome == "failed" and not last.recovered
     with app.app_context():
         task = db.session.get(Task, task_id)
         assert (task.status, task.retry_count, task.next_retry_at) == ("failed", 1, None)
