@@ -210,6 +210,11 @@ def fuzzable(document: dict) -> dict:
         properties["cron_expression"] = {"anyOf": [{"type": "string", "enum": CRON_EXAMPLES}, properties["cron_expression"]]}
         properties["timezone"] = {"anyOf": [{"type": "string", "enum": ZONE_EXAMPLES}, properties["timezone"]]}
         properties["depends_on"]["items"] = {"anyOf": [{"type": "integer", "enum": [1, 2, 3]}, properties["depends_on"]["items"]]}
+        # The served document omits `nullable` here although the contract says "time or null" (a disabled task, a
+        # task that never ran). test_responses_conform_to_the_served_openapi_document reports that against the
+        # document as served; here it is patched so the fuzzer keeps checking every other part of every response.
+        for field in ("last_run_at", "next_run_at"):
+            properties[field] = {**properties[field], "nullable": True}
     return document
 
 
@@ -226,11 +231,21 @@ SCHEMA = schemathesis.openapi.from_dict(
 @settings(deadline=None, suppress_health_check=list(HealthCheck), database=None, derandomize=True)
 def test_schemathesis_finds_no_server_error(case, app, token, seeded):
     # The app fixture is shared by the generated cases of one operation: state piles up, as it would in production.
-    case.call_and_validate(
+    response = case.call_and_validate(
         app=app,
         headers={"Authorization": f"Bearer {token}"},
         checks=[not_a_server_error, response_schema_conformance],
     )
+    import collections
+    _DBG.setdefault(case.operation.label, collections.Counter())[response.status_code] += 1
+
+
+_DBG = {}
+
+
+def test_zz_dbg():
+    for k, v in _DBG.items():
+        print(k, dict(v))
 
 
 # --- request size ----------------------------------------------------------------------
