@@ -7,6 +7,8 @@ import pytest
 import sqlalchemy as sa
 
 from scheduler_service.extensions import db, scheduler
+from waiting import process_gone
+from waiting import wait_until as wait_until_
 from scheduler_service.models import Run, Task
 
 
@@ -61,31 +63,9 @@ def task_row(app):
     return row
 
 
-def _wait_until(predicate, timeout: float = 15.0, interval: float = 0.05):
-    """Poll until ``predicate()`` is truthy and return it; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        time.sleep(interval)
-
-
 @pytest.fixture
 def wait_until():
-    return _wait_until
-
-
-def process_gone(pid: int) -> bool:
-    """True once ``pid`` has exited. A zombie counts as gone: in a container
-    PID 1 may never reap orphans, but a zombie runs nothing and holds no memory."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] == "Z"
-    except FileNotFoundError:
-        return True
+    return wait_until_
 
 
 @pytest.fixture

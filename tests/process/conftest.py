@@ -5,10 +5,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
+from functools import partial
 from pathlib import Path
 
 import pytest
+
+from waiting import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -63,17 +65,6 @@ def processes(app, tmp_path):
     running.stop_all()
 
 
-def wait_for(predicate, timeout: float = 30.0, interval: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        time.sleep(interval)
-
-
 @pytest.fixture
 def wait():
-    return wait_for
+    return partial(wait_until, interval=0.1)
