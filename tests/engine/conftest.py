@@ -7,9 +7,9 @@ import pytest
 import sqlalchemy as sa
 
 from scheduler_service.extensions import db, scheduler
+from scheduler_service.models import Run, Task
 from waiting import process_gone
 from waiting import wait_until as wait_until_
-from scheduler_service.models import Run, Task
 
 
 @pytest.fixture
