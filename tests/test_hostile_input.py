@@ -238,6 +238,10 @@ def test_schemathesis_finds_no_server_error(case, app, token, seeded):
     )
     import collections
     _DBG.setdefault(case.operation.label, collections.Counter())[response.status_code] += 1
+    if case.operation.label == "POST /api/tasks/" and case.meta.generation.mode.name == "POSITIVE" and response.status_code == 422:
+        _DBG.setdefault("POSERR", collections.Counter()).update(f"{case.meta.phase.name}:{k}" for k in response.json()["errors"]["json"])
+    if case.operation.label == "POST /api/tasks/" and case.meta.generation.mode.name == "POSITIVE":
+        _DBG.setdefault("POS", collections.Counter())[(case.meta.phase.name, response.status_code)] += 1
 
 
 _DBG = {}

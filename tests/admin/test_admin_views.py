@@ -234,12 +234,12 @@ def _form_as_shown(html: str) -> MultiDict:
         if kind in ("checkbox", "radio") and " checked" not in tag:
             continue
         value = re.search(r'value="([^"]*)"', tag)
-        pairs.append((name.group(1), _unescape(value.group(1)) if value else "on"))
+        pairs.append((name.group(1), html_unescape(value.group(1)) if value else "on"))
     for name, body in re.findall(r'<textarea[^>]*name="([^"]+)"[^>]*>(.*?)</textarea>', form, re.S):
-        pairs.append((name, _unescape(body)))
+        pairs.append((name, html_unescape(body)))
     for name, options in re.findall(r'<select[^>]*name="([^"]+)"[^>]*>(.*?)</select>', form, re.S):
         chosen = re.findall(r'<option(?: value="([^"]*)")?[^>]*selected[^>]*>([^<]*)', options)
-        pairs.extend((name, html_unescape(value or label)) for value, label in chosen)
+        pairs.extend((name, htmlhtml_unescape(value or label)) for value, label in chosen)
     return MultiDict(pairs)
 
 
@@ -270,6 +270,7 @@ def _form_as_shown(html: str) -> MultiDict:
     ],
 )
 def test_a_bad_value_is_shown_beside_its_field_and_nothing_is_saved(app, web, fields, field, message):
+    fields = dict(fields)
     name = fields.pop("name", "rejected")
     response = web.post("/admin/tasks/new", data=task_form(name, csrf_of(web), **fields))
     assert response.status_code == 422
