@@ -62,9 +62,13 @@ class Task(db.Model):
     retry_max_delay_seconds: Mapped[int] = mapped_column(default=3600)
     concurrency_policy: Mapped[str] = mapped_column(sa.String(16), default="forbid")
     misfire_grace_seconds: Mapped[int] = mapped_column(default=60)
+    notify: Mapped[dict[str, Any] | None] = mapped_column(sa.JSON)  # alert settings (scheduler_service/ops)
 
     status: Mapped[str] = mapped_column(sa.String(16), default="pending")
     retry_count: Mapped[int] = mapped_column(default=0)
+    # The outcome of the task's last finished run, kept so that "recovered after
+    # a failure" needs no search through the run history.
+    last_outcome: Mapped[str | None] = mapped_column(sa.String(16))
     # Runs of this task that are pending or running. Kept in the same
     # transactions as the runs so that `forbid` can be checked by one
     # conditional UPDATE, which is atomic across processes.

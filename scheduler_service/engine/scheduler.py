@@ -10,6 +10,7 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import queue
 import signal
 import socket
 import threading
@@ -31,7 +32,7 @@ from ..clock import utcnow
 from .executors import Outcome, execute_action
 from .. import events
 from .tick import (
-    ClaimedRun, FinishedRun, SkippedSlot, TickReport, finish_run, recover_lost_runs, renew_leases, tick,
+    ClaimedRun, FinishedRun, RunResult, SkippedSlot, TickReport, finish_runs, recover_lost_runs, renew_leases, tick,
 )
 
 log = logging.getLogger(__name__)
@@ -39,10 +40,19 @@ log = logging.getLogger(__name__)
 # While a dependency gate waits, look again soon: its parent may finish in another process.
 WAITING_RECHECK_SECONDS = 1.0
 RECORD_RETRY_SECONDS = (0.5, 1, 2, 4, 8, 15, 30)
+# Outcomes recorded in one transaction at most.
+RECORD_BATCH = 256
+# The tick time shown in /api/stats is written at most this often (it is one more commit).
+MARK_TICK_SECONDS = 1.0
 
 
 class Engine:
-    """One process's scheduler: the timer, a bounded pool of workers and the leases of its runs."""
+    """One process's scheduler: the timer, a bounded pool of workers, a recorder and the leases of its runs.
+
+    A run goes: claimed by a tick (its lease starts) -> queued on the pool -> executed
+    by a worker -> its result queued for the recorder -> recorded in a batch, and only
+    then does this process stop renewing its lease.
+    """
 
     def __init__(self, app: Flask, clock: Callable[[], datetime] = utcnow) -> None:
         config = app.config
@@ -50,6 +60,9 @@ class Engine:
         self.clock = clock
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.max_workers: int = config["SCHEDULER_MAX_WORKERS"]
+        # Claim a little ahead of the workers so that they never wait for a tick,
+        # but not so far that other processes get no share.
+        self.max_claimed: int = 2 * self.max_workers
         self.tick_seconds: float = config["SCHEDULER_TICK_SECONDS"]
         self.lease_seconds: float = config["RUN_LEASE_SECONDS"]
         self.output_limit: int = config["RUN_OUTPUT_LIMIT_BYTES"]
@@ -63,18 +76,28 @@ class Engine:
         self._wake_requested = threading.Event()
         self._ticking = threading.Event()
         self._tick_lock = threading.Lock()
+        self._results: queue.Queue[RunResult] = queue.Queue()
+        self._recorder = threading.Thread(target=self._record_loop, name="scheduler-recorder", daemon=True)
+        self._recorder_done = threading.Event()
+        self._last_mark = 0.0
+        # One writer at a time within this process: SQLite lets one transaction write,
+        # and a second writer waits in its busy handler, which sleeps in steps of up
+        # to 100 ms. Taking turns here costs nothing on PostgreSQL.
+        self._db_lock = threading.Lock()
 
     # --- lifecycle ---------------------------------------------------------------------
 
     def start(self) -> None:
+        now = datetime.now(timezone.utc)
         self.timer.add_job(
             self._tick_job, IntervalTrigger(seconds=self.tick_seconds), id="tick",
-            next_run_time=datetime.now(timezone.utc), max_instances=1, coalesce=True, misfire_grace_time=None,
+            next_run_time=now, max_instances=1, coalesce=True, misfire_grace_time=None,
         )
         self.timer.add_job(
             self._heartbeat_job, IntervalTrigger(seconds=max(self.lease_seconds / 3, 0.2)), id="heartbeat",
-            max_instances=1, coalesce=True, misfire_grace_time=None,
+            next_run_time=now, max_instances=1, coalesce=True, misfire_grace_time=None,
         )
+        self._recorder.start()
         self.timer.start()
         log.info("scheduler started as %s (%d workers)", self.owner, self.max_workers)
 
@@ -99,9 +122,11 @@ class Engine:
             time.sleep(0.05)
         if self.in_flight_count():
             log.error("%d runs did not record their outcome; lease recovery will finish them", self.in_flight_count())
+        self._recorder_done.set()
         self.timer.shutdown(wait=False)
         # Not cancel_futures: a queued run sees its stop event at once and records itself as stopped.
         self.pool.shutdown(wait=False)
+        self._recorder.join(timeout=5)
         log.info("scheduler %s stopped", self.owner)
 
     def wake(self) -> None:
@@ -138,20 +163,19 @@ class Engine:
         # A wake that arrives while a tick runs is not lost: tick again.
         while not self.stopping.is_set():
             self._wake_requested.clear()
-            with self._lock:
-                alive = list(self._in_flight)
+            capacity = self.max_claimed - self.in_flight_count()
+            mark = time.monotonic() - self._last_mark >= MARK_TICK_SECONDS
             started = time.monotonic()
-            with self.app.app_context():
+            with self._db_lock, self.app.app_context():
                 now = self.clock()
-                report = tick(
-                    now, owner=self.owner, capacity=self.max_workers - len(alive),
-                    lease_seconds=self.lease_seconds, alive=alive,
-                )
+                report = tick(now, owner=self.owner, capacity=capacity, mark=mark)
+            if mark and not report.errors:
+                self._last_mark = started
             self.last_report = report
             for claimed in report.claimed:
                 self._submit(claimed)
                 events.run_started.send(self.app, run=claimed, started_at=now)
-            self._announce(report.recovered_runs, report.skips)
+            self._announce([], report.skips)
             events.tick_finished.send(self.app, report=report, duration_seconds=time.monotonic() - started)
             self._schedule_next_tick(report)
             if not self._wake_requested.is_set():
@@ -173,14 +197,14 @@ class Engine:
             pass
 
     def _heartbeat_job(self) -> None:
-        """Renew our leases, and finish other processes' lost runs (sooner than a slow tick would)."""
+        """Renew our leases, and finish other processes' lost runs."""
         with self._lock:
             running = list(self._in_flight)
         try:
-            with self.app.app_context():
+            with self._db_lock, self.app.app_context():
                 now = self.clock()
                 renew_leases(running, self.owner, now)
-                recovered = recover_lost_runs(now, self.lease_seconds, set(running))
+                recovered = recover_lost_runs(now, self.lease_seconds, running)
         except SQLAlchemyError as exc:
             log.warning("renewing leases failed: %s", exc.__class__.__name__)
             return
@@ -207,13 +231,12 @@ class Engine:
                 self._in_flight.pop(claimed.run_id, None)
 
     def _execute(self, claimed: ClaimedRun, stop: threading.Event) -> None:
+        started_at = self.clock()
         try:
             outcome = self._perform(claimed, stop)
-            self._record(claimed, outcome)
-        finally:
-            with self._lock:
-                self._in_flight.pop(claimed.run_id, None)
-            self.wake()
+        except BaseException as exc:  # the executors never raise; if one does, the run still ends
+            outcome = Outcome(succeeded=False, message=f"internal error: {exc!r}")
+        self._results.put(RunResult(claimed.run_id, outcome, started_at, self.clock()))
 
     def _perform(self, claimed: ClaimedRun, stop: threading.Event) -> Outcome:
         if claimed.action.get("type") == "shell" and not self.shell_enabled:
@@ -222,27 +245,47 @@ class Engine:
             claimed.action, timeout=claimed.timeout_seconds, output_limit=self.output_limit, stop=stop
         )
 
-    def _record(self, claimed: ClaimedRun, outcome: Outcome) -> None:
-        """Record the outcome, retrying while the database is unreachable.
+    def _record_loop(self) -> None:
+        """Record finished runs in batches until shutdown."""
+        while not (self._recorder_done.is_set() and self._results.empty()):
+            try:
+                batch = [self._results.get(timeout=0.2)]
+            except queue.Empty:
+                continue
+            while len(batch) < RECORD_BATCH:
+                try:
+                    batch.append(self._results.get_nowait())
+                except queue.Empty:
+                    break
+            finished = self._record(batch)
+            with self._lock:
+                for result in batch:
+                    self._in_flight.pop(result.run_id, None)
+            self._announce(finished, [])
+            self.wake()  # workers are free, and retries or dependent runs may be due
 
-        If it stays unreachable past the retries, the run keeps its stale lease
-        and the next tick (here or elsewhere) finishes it as lost and retries it.
+    def _record(self, batch: list[RunResult]) -> list[FinishedRun]:
+        """Record a batch, retrying while the database is unreachable.
+
+        If it stays unreachable past the retries, the runs keep stale leases and
+        lease recovery (here or elsewhere) finishes them as lost and retries them.
         """
         for delay in (*RECORD_RETRY_SECONDS, None):
             try:
-                with self.app.app_context():
-                    finished = finish_run(claimed.run_id, outcome, self.clock(), owner=self.owner)
-                if finished is None:
-                    log.warning("run %s was taken over (lease lost); its outcome is dropped", claimed.run_id)
-                else:
-                    self._announce([finished], [])
-                return
+                with self._db_lock, self.app.app_context():
+                    finished = finish_runs(batch, owner=self.owner)
             except SQLAlchemyError as exc:
                 if delay is None:
-                    log.error("run %s: could not record its outcome: %s", claimed.run_id, exc.__class__.__name__)
-                    return
-                log.warning("run %s: recording failed (%s); again in %ss", claimed.run_id, exc.__class__.__name__, delay)
+                    log.error("could not record %d outcomes: %s", len(batch), exc.__class__.__name__)
+                    return []
+                log.warning("recording %d outcomes failed (%s); again in %ss", len(batch), exc.__class__.__name__, delay)
                 time.sleep(delay)
+                continue
+            if len(finished) < len(batch):
+                log.warning("%d runs were taken over (lease lost); their outcomes are dropped",
+                            len(batch) - len(finished))
+            return finished
+        return []
 
 
 def _serving_process() -> bool:

@@ -3,14 +3,16 @@
 This is the only module that turns the engine's decisions into database writes.
 Every claim is a conditional UPDATE on the row the process saw, so any number of
 processes can tick against one database and each piece of work is taken once;
-each task change is written in the same transaction as its run. Errors are
-isolated per piece of work: one broken task is logged and retried next tick.
+each task change is written in the same transaction as its run. Claims and
+outcomes are written in batches (one commit for many rows: commits, not rows,
+are what a database does few of per second). Errors are isolated: a batch that
+fails is retried row by row, one broken task is logged and retried next tick.
 """
 from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -28,11 +30,65 @@ from .slots import DueTask, SlotPlan, plan_slot
 log = logging.getLogger(__name__)
 
 MESSAGE_LIMIT = 500
-DUE_BATCH = 500
+# Due rows looked at beyond what can be claimed: slots to skip cost no worker.
+DUE_LOOKAHEAD = 64
+RECOVERY_BATCH = 500
 WORKER_LOST = "worker lost"
 
+# --- statements ------------------------------------------------------------------------
+# The hot path's writes, built once on the tables (not the ORM classes) and executed on
+# the session's connection: SQLAlchemy then compiles each once and caches it, where
+# building a statement per row cost more than the database did.
+_task, _run = Task.__table__, Run.__table__
+_p = sa.bindparam
+
 # Never below zero, even if a count was ever lost.
-_one_less_active = sa.case((Task.active_runs > 0, Task.active_runs - 1), else_=0)
+_one_less_active = sa.case((_task.c.active_runs > 0, _task.c.active_runs - 1), else_=0)
+_started = {"status": "running", "last_run_at": _p("b_now"), "updated_at": _task.c.updated_at}
+
+_ADVANCE_SLOT = (
+    sa.update(_task)
+    .where(_task.c.id == _p("b_id"), _task.c.next_run_at == _p("b_seen"), _task.c.enabled)
+    .values(next_run_at=_p("b_next"), updated_at=_task.c.updated_at)
+)
+_CLAIM_SLOT = _ADVANCE_SLOT.values(active_runs=_task.c.active_runs + 1, **_started)
+# Under `forbid` the UPDATE itself re-checks: a manual run may have started since the tick looked.
+_CLAIM_SLOT_FORBID = _CLAIM_SLOT.where(_task.c.active_runs == 0, _task.c.status != "retrying")
+_CLAIM_RETRY = (
+    sa.update(_task)
+    .where(_task.c.id == _p("b_id"), _task.c.status == "retrying", _task.c.next_retry_at == _p("b_seen"))
+    .values(next_retry_at=None, active_runs=_task.c.active_runs + 1, **_started)
+)
+_CLAIM_MANUAL = (
+    sa.update(_run)
+    .where(_run.c.id == _p("b_id"), _run.c.status == "pending")
+    .values(status="running", started_at=_p("b_now"), owner=_p("b_owner"), heartbeat_at=_p("b_now"))
+)
+_INSERT_RUNS = sa.insert(_run).returning(_run.c.id, sort_by_parameter_order=True)
+_RECORD_RUN = (
+    sa.update(_run)
+    .where(_run.c.id == _p("b_id"), _run.c.status == "running")
+    .values(
+        status=_p("b_status"), started_at=_p("b_started"), finished_at=_p("b_finished"),
+        duration_seconds=_p("b_duration"), exit_code=_p("b_exit_code"), http_status=_p("b_http_status"),
+        output=_p("b_output"), message=_p("b_message"),
+    )
+)
+_RECORD_OWN_RUN = _RECORD_RUN.where(_run.c.owner == _p("b_owner"))
+_RECORD_STALE_RUN = _RECORD_RUN.where(_run.c.heartbeat_at == _p("b_heartbeat"))
+_MOVE_TASK_ON = (
+    sa.update(_task)
+    .where(_task.c.id == _p("b_id"))
+    .values(
+        status=_p("b_status"), retry_count=_p("b_retry_count"), next_retry_at=_p("b_retry_at"),
+        last_outcome=_p("b_outcome"), active_runs=_one_less_active, updated_at=_task.c.updated_at,
+    )
+)
+
+
+def _execute(statement: Any, params: Any = None) -> sa.CursorResult:
+    """Execute a Core statement on the session's connection (its transaction)."""
+    return db.session.connection().execute(statement, params)
 
 
 @dataclass(frozen=True)
@@ -80,28 +136,42 @@ class FinishedRun:
         return self.status == "success" and self.previous_outcome == "failed"
 
 
+@dataclass(frozen=True)
+class RunResult:
+    """An action's outcome, waiting to be recorded."""
+
+    run_id: int
+    outcome: Outcome
+    started_at: datetime | None  # when the action really began; None keeps the claim time
+    finished_at: datetime
+
+
 @dataclass
 class TickReport:
     claimed: list[ClaimedRun] = field(default_factory=list)
     skips: list[SkippedSlot] = field(default_factory=list)
-    recovered_runs: list[FinishedRun] = field(default_factory=list)
     waiting: int = 0
     lost_claims: int = 0
     errors: int = 0
+    saturated: bool = False  # due work was left because capacity ran out
     next_due_at: datetime | None = None
 
 
 # --- the tick -------------------------------------------------------------------------
 
 
-def tick(now: datetime, *, owner: str, capacity: int, lease_seconds: float, alive: Iterable[int] = ()) -> TickReport:
-    """Do one round of work as of ``now``; claim at most ``capacity`` runs for ``owner``."""
+def tick(now: datetime, *, owner: str, capacity: int, mark: bool = True) -> TickReport:
+    """Do one round of work as of ``now``; claim at most ``capacity`` runs for ``owner``.
+
+    ``mark`` records the tick time for /api/stats (the engine does it at most once a second).
+    """
     report = TickReport()
-    _guarded(report, _mark_tick, now)
-    report.recovered_runs = _guarded(report, recover_lost_runs, now, lease_seconds, set(alive)) or []
+    if mark:
+        _guarded(report, _mark_tick, now)
     for claim_step in (_claim_manual_runs, _claim_retries, _claim_due_slots):
         free = capacity - len(report.claimed)
         if free <= 0:
+            report.saturated = True
             break
         _guarded(report, claim_step, now, owner, free, report)
     report.next_due_at = _guarded(report, earliest_due, now)
@@ -115,7 +185,8 @@ def _guarded(report: TickReport, step, *args):
     except SQLAlchemyError as exc:
         db.session.rollback()
         report.errors += 1
-        log.warning("tick step %s failed: %s", step.__name__, exc.__class__.__name__, exc_info=log.isEnabledFor(logging.DEBUG))
+        log.warning("tick step %s failed: %s", step.__name__, exc.__class__.__name__,
+                    exc_info=log.isEnabledFor(logging.DEBUG))
         return None
 
 
@@ -132,56 +203,53 @@ def _mark_tick(now: datetime) -> None:
 
 
 def earliest_due(now: datetime) -> datetime | None:
-    """The soonest future slot or retry: when the tick should wake next."""
-    next_slot = db.session.execute(
-        sa.select(sa.func.min(Task.next_run_at)).where(Task.enabled, Task.next_run_at > now)
-    ).scalar()
-    next_retry = db.session.execute(
-        sa.select(sa.func.min(Task.next_retry_at)).where(Task.status == "retrying")
-    ).scalar()
+    """The soonest future slot or retry: when the tick should wake next (one round trip)."""
+    next_slot = sa.select(sa.func.min(Task.next_run_at)).where(Task.enabled, Task.next_run_at > now)
+    next_retry = sa.select(sa.func.min(Task.next_retry_at)).where(Task.status == "retrying")
+    slot, retry = db.session.execute(sa.select(next_slot.scalar_subquery(), next_retry.scalar_subquery())).one()
     db.session.commit()
-    candidates = [moment for moment in (next_slot, next_retry) if moment is not None]
+    candidates = [moment for moment in (slot, retry) if moment is not None]
     return min(candidates) if candidates else None
 
 
-def _start_values(now: datetime) -> dict[str, Any]:
-    """Task columns set when one of its runs starts; updated_at stays the user's edit time."""
-    return {"status": "running", "last_run_at": now, "updated_at": Task.updated_at}
+def _run_row(task_id: int, *, attempt: int, trigger: str, slot: datetime, now: datetime, owner: str) -> dict:
+    return {
+        "task_id": task_id, "attempt": attempt, "trigger": trigger, "status": "running", "scheduled_for": slot,
+        "started_at": now, "owner": owner, "heartbeat_at": now, "created_at": now,
+    }
 
 
-def _new_run(task_id: int, *, attempt: int, trigger: str, slot: datetime, now: datetime, owner: str) -> Run:
-    return Run(
-        task_id=task_id, attempt=attempt, trigger=trigger, status="running", scheduled_for=slot,
-        started_at=now, owner=owner, heartbeat_at=now, created_at=now,
-    )
+def _insert_runs(rows: list[dict]) -> list[int]:
+    """Insert running runs in one statement; their ids, in the order given."""
+    if not rows:
+        return []
+    return list(_execute(_INSERT_RUNS, rows).scalars())
 
 
 def _claim_manual_runs(now: datetime, owner: str, free: int, report: TickReport) -> None:
     pending = db.session.execute(
         sa.select(Run.id, Run.task_id, Run.attempt).where(Run.status == "pending").order_by(Run.id).limit(free)
     ).all()
-    db.session.commit()
+    if not pending:
+        db.session.commit()
+        return
+    taken = []
     for run_id, task_id, attempt in pending:
-        try:
-            taken = db.session.execute(
-                sa.update(Run).where(Run.id == run_id, Run.status == "pending")
-                .values(status="running", started_at=now, owner=owner, heartbeat_at=now)
-            ).rowcount
-            if not taken:
-                db.session.rollback()
-                report.lost_claims += 1
-                continue
-            db.session.execute(sa.update(Task).where(Task.id == task_id).values(**_start_values(now)))
-            action, timeout = db.session.execute(
-                sa.select(Task.action, Task.timeout_seconds).where(Task.id == task_id)
-            ).one()
-            db.session.commit()
-        except SQLAlchemyError:
-            db.session.rollback()
-            report.errors += 1
-            log.exception("claiming manual run %s failed", run_id)
-            continue
-        report.claimed.append(ClaimedRun(run_id, task_id, attempt, action, timeout))
+        claimed = _execute(_CLAIM_MANUAL, {"b_id": run_id, "b_now": now, "b_owner": owner}).rowcount
+        if claimed:
+            taken.append((run_id, task_id, attempt))
+        else:
+            report.lost_claims += 1
+    task_ids = {task_id for _, task_id, _ in taken}
+    actions = {}
+    if task_ids:
+        _execute(sa.update(_task).where(_task.c.id.in_(task_ids)).values(**_started), {"b_now": now})
+        actions = {row.id: row for row in db.session.execute(
+            sa.select(Task.id, Task.action, Task.timeout_seconds).where(Task.id.in_(task_ids)))}
+    db.session.commit()
+    for run_id, task_id, attempt in taken:
+        task = actions[task_id]
+        report.claimed.append(ClaimedRun(run_id, task_id, attempt, task.action, task.timeout_seconds))
 
 
 def _claim_retries(now: datetime, owner: str, free: int, report: TickReport) -> None:
@@ -191,31 +259,42 @@ def _claim_retries(now: datetime, owner: str, free: int, report: TickReport) -> 
         .order_by(Task.next_retry_at)
         .limit(free)
     ).all()
+    if not due:
+        db.session.commit()
+        return
+    _in_batch_or_one_by_one(due, lambda rows: _write_retry_claims(rows, now, owner, report), report)
+
+
+def _write_retry_claims(rows: Sequence[Any], now: datetime, owner: str, report: TickReport) -> None:
+    taken, run_rows = [], []
+    for row in rows:
+        claimed = _execute(_CLAIM_RETRY, {"b_id": row.id, "b_seen": row.next_retry_at, "b_now": now}).rowcount
+        if not claimed:
+            report.lost_claims += 1
+            continue
+        taken.append(row)
+        run_rows.append(_run_row(row.id, attempt=row.retry_count + 1, trigger="retry", slot=row.next_retry_at,
+                                 now=now, owner=owner))
+    run_ids = _insert_runs(run_rows)
     db.session.commit()
-    for task_id, retry_at, retry_count, action, timeout in due:
+    for row, run_id in zip(taken, run_ids):
+        report.claimed.append(ClaimedRun(run_id, row.id, row.retry_count + 1, row.action, row.timeout_seconds))
+
+
+def _in_batch_or_one_by_one(rows: Sequence[Any], write, report: TickReport) -> None:
+    """Write all rows in one transaction; if that hits a conflict, write them one by one,
+    so that one row another process took does not cost the others."""
+    try:
+        write(rows)
+        return
+    except IntegrityError:
+        db.session.rollback()
+    for row in rows:
         try:
-            taken = db.session.execute(
-                sa.update(Task)
-                .where(Task.id == task_id, Task.status == "retrying", Task.next_retry_at == retry_at)
-                .values(next_retry_at=None, active_runs=Task.active_runs + 1, **_start_values(now))
-            ).rowcount
-            if not taken:
-                db.session.rollback()
-                report.lost_claims += 1
-                continue
-            run = _new_run(task_id, attempt=retry_count + 1, trigger="retry", slot=retry_at, now=now, owner=owner)
-            db.session.add(run)
-            db.session.commit()
+            write([row])
         except IntegrityError:
             db.session.rollback()
             report.lost_claims += 1
-            continue
-        except SQLAlchemyError:
-            db.session.rollback()
-            report.errors += 1
-            log.exception("claiming the retry of task %s failed", task_id)
-            continue
-        report.claimed.append(ClaimedRun(run.id, task_id, run.attempt, action, timeout))
 
 
 def _parents_of(task_ids: list[int]) -> dict[int, list[ParentState]]:
@@ -241,11 +320,16 @@ def _claim_due_slots(now: datetime, owner: str, free: int, report: TickReport) -
         )
         .where(Task.enabled, Task.next_run_at <= now)
         .order_by(Task.next_run_at, Task.id)
-        .limit(DUE_BATCH)
+        .limit(free + DUE_LOOKAHEAD)
     ).all()
-    parents = _parents_of([row.id for row in rows])
+    parents = _parents_of([row.id for row in rows if row.cron_expression is not None])
     db.session.commit()
+    plans = []
     for row in rows:
+        if free <= 0:
+            # Planning costs cron arithmetic; what cannot be claimed now waits for the next tick.
+            report.saturated = True
+            break
         due = DueTask(
             row.cron_expression, row.timezone, row.next_run_at, row.misfire_grace_seconds,
             row.concurrency_policy, row.active_runs, row.status,
@@ -259,49 +343,43 @@ def _claim_due_slots(now: datetime, owner: str, free: int, report: TickReport) -
         if plan.wait:
             report.waiting += 1
             continue
-        if plan.run_slot is not None and free <= 0:
-            break
-        try:
-            run = _apply_plan(row, plan, now, owner, report)
-        except IntegrityError:
-            db.session.rollback()
+        if plan.run_slot is not None:
+            free -= 1
+        plans.append((row, plan))
+    if plans:
+        _in_batch_or_one_by_one(plans, lambda batch: _write_plans(batch, now, owner, report), report)
+
+
+def _write_plans(plans: Sequence[tuple[Any, SlotPlan]], now: datetime, owner: str, report: TickReport) -> None:
+    """Write slot plans in one transaction; a plan another process got to first is dropped."""
+    skip_rows, run_rows, started = [], [], []
+    skipped: list[SkippedSlot] = []
+    for row, plan in plans:
+        if plan.run_slot is None:
+            claim = _ADVANCE_SLOT
+        else:
+            claim = _CLAIM_SLOT_FORBID if row.concurrency_policy == "forbid" else _CLAIM_SLOT
+        params = {"b_id": row.id, "b_seen": row.next_run_at, "b_next": plan.next_run_at, "b_now": now}
+        if not _execute(claim, params).rowcount:
             report.lost_claims += 1
             continue
-        except SQLAlchemyError:
-            db.session.rollback()
-            report.errors += 1
-            log.exception("claiming a slot of task %s failed", row.id)
-            continue
-        if run is not None:
-            free -= 1
-            report.claimed.append(ClaimedRun(run.id, row.id, 1, row.action, row.timeout_seconds))
-
-
-def _apply_plan(row: Any, plan: SlotPlan, now: datetime, owner: str, report: TickReport) -> Run | None:
-    """Write one slot plan in one transaction; None when nothing runs (or another process won)."""
-    claim = sa.update(Task).where(Task.id == row.id, Task.next_run_at == row.next_run_at, Task.enabled)
-    values: dict[str, Any] = {"next_run_at": plan.next_run_at, "updated_at": Task.updated_at}
-    if plan.run_slot is not None:
-        values.update(active_runs=Task.active_runs + 1, **_start_values(now))
-        if row.concurrency_policy == "forbid":
-            # Re-checked in the UPDATE itself: a manual run may have started since we looked.
-            claim = claim.where(Task.active_runs == 0, Task.status != "retrying")
-    if not db.session.execute(claim.values(**values)).rowcount:
-        db.session.rollback()
-        report.lost_claims += 1
-        return None
-    for skip in plan.skips:
-        db.session.add(Run(
-            task_id=row.id, attempt=1, trigger=plan.trigger, status="skipped", scheduled_for=skip.slot,
-            started_at=now, finished_at=now, message=skip.message[:MESSAGE_LIMIT], created_at=now,
-        ))
-    report.skips.extend(SkippedSlot(row.id, skip.slot, skip.message) for skip in plan.skips)
-    run = None
-    if plan.run_slot is not None:
-        run = _new_run(row.id, attempt=1, trigger=plan.trigger, slot=plan.run_slot, now=now, owner=owner)
-        db.session.add(run)
+        for skip in plan.skips:
+            skip_rows.append({
+                "task_id": row.id, "attempt": 1, "trigger": plan.trigger, "status": "skipped",
+                "scheduled_for": skip.slot, "started_at": now, "finished_at": now,
+                "message": skip.message[:MESSAGE_LIMIT], "created_at": now,
+            })
+            skipped.append(SkippedSlot(row.id, skip.slot, skip.message))
+        if plan.run_slot is not None:
+            run_rows.append(_run_row(row.id, attempt=1, trigger=plan.trigger, slot=plan.run_slot, now=now, owner=owner))
+            started.append(row)
+    if skip_rows:
+        _execute(sa.insert(_run), skip_rows)
+    run_ids = _insert_runs(run_rows)
     db.session.commit()
-    return run
+    report.skips.extend(skipped)
+    for row, run_id in zip(started, run_ids):
+        report.claimed.append(ClaimedRun(run_id, row.id, 1, row.action, row.timeout_seconds))
 
 
 # --- leases -----------------------------------------------------------------------------
@@ -319,22 +397,27 @@ def renew_leases(run_ids: Iterable[int], owner: str, now: datetime) -> int:
     return renewed
 
 
-def recover_lost_runs(now: datetime, lease_seconds: float, alive: set[int] = frozenset()) -> list[FinishedRun]:
+def recover_lost_runs(now: datetime, lease_seconds: float, alive: Iterable[int] = ()) -> list[FinishedRun]:
     """Fail runs whose owner stopped renewing its lease, and retry them by the task's policy."""
     stale_before = now - timedelta(seconds=lease_seconds)
     lost = db.session.execute(
         sa.select(Run.id, Run.heartbeat_at)
         .where(Run.status == "running", Run.heartbeat_at < stale_before)
         .order_by(Run.id)
-        .limit(DUE_BATCH)
+        .limit(RECOVERY_BATCH)
     ).all()
     db.session.commit()
+    alive = set(alive)
     recovered = []
     for run_id, heartbeat_at in lost:
         if run_id in alive:
             continue
-        outcome = Outcome(succeeded=False, message=WORKER_LOST)
-        finished = finish_run(run_id, outcome, now, expect_heartbeat=heartbeat_at)
+        result = RunResult(run_id, Outcome(succeeded=False, message=WORKER_LOST), None, now)
+        facts = _run_facts([run_id]).get(run_id)
+        finished = facts and _finish_one(result, facts, owner=None, expect_heartbeat=heartbeat_at)
+        if finished is not None:
+            _trigger_dependents([], now)
+        db.session.commit()
         if finished is not None:
             recovered.append(finished)
             log.warning("run %s: %s (no heartbeat since %s)", run_id, WORKER_LOST, heartbeat_at.isoformat())
@@ -344,108 +427,109 @@ def recover_lost_runs(now: datetime, lease_seconds: float, alive: set[int] = fro
 # --- recording outcomes ------------------------------------------------------------------
 
 
-def finish_run(run_id: int, outcome: Outcome, now: datetime, *, owner: str | None = None,
-               expect_heartbeat: datetime | None = None) -> FinishedRun | None:
-    """Record a run's outcome and move its task on, in one transaction.
+def finish_runs(results: Sequence[RunResult], *, owner: str | None = None) -> list[FinishedRun]:
+    """Record outcomes and move their tasks on, all in one transaction.
 
-    Only a run still ``running`` (and still ours, or still as stale as seen) is
-    finished: a process that lost its lease cannot overwrite the recovery.
-    Returns None when nothing was recorded.
+    Only a run still ``running`` (and still ``owner``'s) is finished: a process
+    that lost its lease cannot overwrite the recovery. The answer lists what was
+    recorded; a result that was not is simply absent.
     """
-    run = db.session.execute(
-        sa.select(Run.task_id, Run.attempt, Run.trigger, Run.scheduled_for, Run.started_at).where(Run.id == run_id)
-    ).one_or_none()
-    if run is None:  # the task was deleted meanwhile, and its runs with it
-        db.session.rollback()
-        return None
-    condition = [Run.id == run_id, Run.status == "running"]
-    if owner is not None:
-        condition.append(Run.owner == owner)
-    if expect_heartbeat is not None:
-        condition.append(Run.heartbeat_at == expect_heartbeat)
+    # One order for every process, so two batches touching the same tasks cannot deadlock.
+    ordered = sorted(results, key=lambda result: result.run_id)
+    facts = _run_facts([result.run_id for result in ordered])
+    finished = []
+    for result in ordered:
+        if result.run_id in facts:
+            recorded = _finish_one(result, facts[result.run_id], owner=owner)
+            if recorded is not None:
+                finished.append(recorded)
+    _trigger_dependents([run.task_id for run in finished if run.status == "success"], ordered[-1].finished_at
+                        if ordered else None)
+    db.session.commit()
+    return finished
+
+
+def finish_run(run_id: int, outcome: Outcome, now: datetime, *, owner: str | None = None) -> FinishedRun | None:
+    """Record one outcome (finished at ``now``); None when it was not recorded."""
+    finished = finish_runs([RunResult(run_id, outcome, None, now)], owner=owner)
+    return finished[0] if finished else None
+
+
+def _run_facts(run_ids: list[int]) -> dict[int, Any]:
+    """What recording needs to know of each run and its task, in one query.
+    A run that is gone was deleted with its task meanwhile."""
+    if not run_ids:
+        return {}
+    rows = db.session.execute(
+        sa.select(
+            Run.id, Run.task_id, Run.attempt, Run.trigger, Run.scheduled_for, Run.started_at, Task.name,
+            Task.max_retries, Task.retry_delay_seconds, Task.retry_max_delay_seconds, Task.last_outcome,
+        ).join(Task, Task.id == Run.task_id).where(Run.id.in_(run_ids))
+    ).all()
+    return {row.id: row for row in rows}
+
+
+def _finish_one(result: RunResult, facts: Any, *, owner: str | None,
+                expect_heartbeat: datetime | None = None) -> FinishedRun | None:
+    outcome, now = result.outcome, result.finished_at
+    started_at = result.started_at or facts.started_at
     status = "success" if outcome.succeeded else "failed"
-    duration = max((now - run.started_at).total_seconds(), 0.0) if run.started_at else None
+    duration = max((now - started_at).total_seconds(), 0.0) if started_at else None
     message = outcome.message[:MESSAGE_LIMIT]
-    finished = db.session.execute(
-        sa.update(Run).where(*condition).values(
-            status=status, finished_at=now, duration_seconds=duration, exit_code=outcome.exit_code,
-            http_status=outcome.http_status, output=outcome.output, message=message,
-        )
-    ).rowcount
-    if not finished:
-        db.session.rollback()
+    params = {
+        "b_id": result.run_id, "b_status": status, "b_started": started_at, "b_finished": now,
+        "b_duration": duration, "b_exit_code": outcome.exit_code, "b_http_status": outcome.http_status,
+        "b_output": outcome.output, "b_message": message,
+    }
+    if expect_heartbeat is not None:
+        statement, params["b_heartbeat"] = _RECORD_STALE_RUN, expect_heartbeat
+    elif owner is not None:
+        statement, params["b_owner"] = _RECORD_OWN_RUN, owner
+    else:
+        statement = _RECORD_RUN
+    if not _execute(statement, params).rowcount:
         return None
-    previous_outcome = db.session.execute(
-        sa.select(Run.status)
-        .where(Run.task_id == run.task_id, Run.id < run_id, Run.status.in_(("success", "failed")))
-        .order_by(Run.id.desc())
-        .limit(1)
-    ).scalar()
-    task = db.session.get(Task, run.task_id)
     retry_at = None
     if outcome.succeeded:
-        _after_success(task, now)
+        task_status, retry_count = "success", 0
     else:
-        retry_at = _after_failure(task, run.attempt, now)
-    db.session.commit()
+        policy = RetryPolicy(facts.max_retries, facts.retry_delay_seconds, facts.retry_max_delay_seconds)
+        retry_at = policy.after_failure(facts.attempt, now)
+        task_status, retry_count = ("retrying", facts.attempt) if retry_at else ("failed", facts.max_retries)
+    _execute(_MOVE_TASK_ON, {
+        "b_id": facts.task_id, "b_status": task_status, "b_retry_count": retry_count, "b_retry_at": retry_at,
+        "b_outcome": status,
+    })
     return FinishedRun(
-        run_id, task.id, task.name, run.attempt, run.trigger, status, run.scheduled_for, run.started_at,
-        now, duration, message, retry_at, previous_outcome,
+        result.run_id, facts.task_id, facts.name, facts.attempt, facts.trigger, status, facts.scheduled_for,
+        started_at, now, duration, message, retry_at, facts.last_outcome,
     )
 
 
-def _after_success(task: Task, now: datetime) -> None:
-    db.session.execute(
-        sa.update(Task).where(Task.id == task.id).values(
-            status="success", retry_count=0, next_retry_at=None,
-            active_runs=_one_less_active,
-            updated_at=Task.updated_at,
-        )
-    )
-    _trigger_dependents(task.id, now)
-
-
-def _after_failure(task: Task, attempt: int, now: datetime) -> datetime | None:
-    policy = RetryPolicy(task.max_retries, task.retry_delay_seconds, task.retry_max_delay_seconds)
-    retry_at = policy.after_failure(attempt, now)
-    values: dict[str, Any] = (
-        {"status": "retrying", "retry_count": attempt, "next_retry_at": retry_at}
-        if retry_at is not None
-        else {"status": "failed", "retry_count": task.max_retries, "next_retry_at": None}
-    )
-    db.session.execute(
-        sa.update(Task).where(Task.id == task.id).values(
-            active_runs=_one_less_active,
-            updated_at=Task.updated_at,
-            **values,
-        )
-    )
-    return retry_at
-
-
-
-
-def _trigger_dependents(parent_id: int, now: datetime) -> None:
+def _trigger_dependents(parent_ids: list[int], now: datetime | None) -> None:
     """Mark due each dependency-only child whose parents have all succeeded since its last run."""
+    if not parent_ids:
+        return
     children = db.session.execute(
         sa.select(Task.id, Task.last_run_at)
         .join(task_dependencies, task_dependencies.c.child_id == Task.id)
-        .where(task_dependencies.c.parent_id == parent_id, Task.cron_expression.is_(None), Task.enabled)
+        .where(task_dependencies.c.parent_id.in_(set(parent_ids)), Task.cron_expression.is_(None), Task.enabled)
+        .distinct()
     ).all()
     for child_id, child_last_run in children:
-        parent_ids = sa.select(task_dependencies.c.parent_id).where(task_dependencies.c.child_id == child_id)
-        statuses = db.session.execute(sa.select(Task.id, Task.status).where(Task.id.in_(parent_ids))).all()
+        parents_of_child = sa.select(task_dependencies.c.parent_id).where(task_dependencies.c.child_id == child_id)
+        statuses = db.session.execute(sa.select(Task.id, Task.status).where(Task.id.in_(parents_of_child))).all()
         if any(status != "success" for _, status in statuses):
             continue
         last_successes = db.session.execute(
             sa.select(Run.task_id, sa.func.max(Run.finished_at))
-            .where(Run.task_id.in_(parent_ids), Run.status == "success")
+            .where(Run.task_id.in_(parents_of_child), Run.status == "success")
             .group_by(Run.task_id)
         ).all()
         if len(last_successes) < len(statuses):
             continue
         if child_last_run is None or all(finished > child_last_run for _, finished in last_successes):
-            db.session.execute(
-                sa.update(Task).where(Task.id == child_id, Task.next_run_at.is_(None))
-                .values(next_run_at=now, updated_at=Task.updated_at)
+            _execute(
+                sa.update(_task).where(_task.c.id == child_id, _task.c.next_run_at.is_(None))
+                .values(next_run_at=now, updated_at=_task.c.updated_at)
             )

@@ -6,7 +6,7 @@ from datetime import datetime, timedelta, timezone
 import sqlalchemy as sa
 
 from scheduler_service.engine.executors import Outcome
-from scheduler_service.engine.tick import finish_run, tick
+from scheduler_service.engine.tick import finish_run, recover_lost_runs, tick
 from scheduler_service.extensions import db
 from scheduler_service.models import Run, Task
 
@@ -24,9 +24,14 @@ def add_task(app, **values) -> int:
         return task.id
 
 
-def run_tick(app, now, owner="a", capacity=8, lease_seconds=30, alive=()):
+def run_tick(app, now, owner="a", capacity=8):
     with app.app_context():
-        return tick(now, owner=owner, capacity=capacity, lease_seconds=lease_seconds, alive=alive)
+        return tick(now, owner=owner, capacity=capacity)
+
+
+def recover(app, now, lease_seconds=30):
+    with app.app_context():
+        return recover_lost_runs(now, lease_seconds)
 
 
 def finish(app, run_id, now, succeeded=True, owner="a"):
@@ -87,9 +92,8 @@ def test_a_run_whose_worker_died_is_failed_and_retried(app):
     task_id = add_task(app, next_run_at=slot, max_retries=1, retry_delay_seconds=60)
     [claimed] = run_tick(app, slot, owner="dead").claimed
     # Nobody renews the lease; another process notices once it is older than the lease.
-    assert run_tick(app, slot + timedelta(seconds=20), owner="b", lease_seconds=30).recovered_runs == []
-    report = run_tick(app, slot + timedelta(seconds=31), owner="b", lease_seconds=30)
-    [lost] = report.recovered_runs
+    assert recover(app, slot + timedelta(seconds=20)) == []
+    [lost] = recover(app, slot + timedelta(seconds=31))
     assert (lost.run_id, lost.message, lost.retry_at) == (claimed.run_id, "worker lost", slot + timedelta(seconds=91))
     with app.app_context():
         run = db.session.get(Run, claimed.run_id)
