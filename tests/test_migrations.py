@@ -31,7 +31,7 @@ SETTINGS_VARIABLES = (
     "SHELL_ACTIONS_ENABLED", "RUN_OUTPUT_LIMIT_BYTES", "RUN_LEASE_SECONDS",
     "SCHEDULER_SHUTDOWN_GRACE_SECONDS", "MAX_REQUEST_BYTES",
 )
-APP_TABLES = {"task", "run", "task_dependency", "api_token", "scheduler_state"}
+APP_TABLES = {"task", "run", "task_dependency", "api_token", "scheduler_state", "admin_user"}
 ALL_TABLES = APP_TABLES | {"alembic_version"}
 
 # migrations/env.py is Flask-Migrate's template, which tries the deprecated db.get_engine() first.

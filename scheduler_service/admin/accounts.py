@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+from functools import lru_cache
 
 import sqlalchemy as sa
 from werkzeug.security import check_password_hash, generate_password_hash
@@ -12,8 +13,11 @@ from .models import AdminUser
 NAME_MAX = 100
 PASSWORD_MIN = 8
 
-# Checked when a name is unknown, so that a wrong name takes as long as a wrong password.
-_DUMMY_HASH = generate_password_hash("not a password of anyone")
+
+@lru_cache(maxsize=1)
+def _dummy_hash() -> str:
+    """Checked when a name is unknown, so that a wrong name takes as long as a wrong password."""
+    return generate_password_hash("not a password of anyone")
 
 
 class AccountError(ValueError):
@@ -51,7 +55,7 @@ def set_password(user: AdminUser, password: str) -> None:
 def authenticate(name: str, password: str) -> AdminUser | None:
     user = find_admin(name.strip())
     if user is None:
-        check_password_hash(_DUMMY_HASH, password)
+        check_password_hash(_dummy_hash(), password)
         return None
     return user if check_password_hash(user.password_hash, password) else None
 

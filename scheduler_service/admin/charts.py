@@ -73,8 +73,8 @@ def stacked_bars(
     columns: Sequence[tuple[str, Mapping[str, int]]],
     series: Sequence[str],
     *,
-    width: float = 760,
-    height: float = 240,
+    width: float = 1100,
+    height: float = 250,
     label_every: int = 3,
 ) -> BarChart:
     """Bars of ``columns`` (label, counts by series), each stacked bottom-up in ``series`` order."""
@@ -113,14 +113,10 @@ def stacked_bars(
 
 
 def _tick_values(scale_max: float) -> list[float]:
-    step = scale_max / 4 if scale_max >= 4 else 1
-    if step != int(step):
-        step = scale_max / 2
-    values, value = [], 0.0
-    while value <= scale_max + 1e-9:
-        values.append(value)
-        value += step
-    return values
+    """Whole-number ticks: 1/2/5 x 10^k split in 5, 4 and 5 steps (a count has no half runs)."""
+    leading = scale_max / 10 ** math.floor(math.log10(scale_max))
+    step = max(scale_max / (4 if round(leading) == 2 else 5), 1)
+    return [step * index for index in range(int(round(scale_max / step)) + 1)]
 
 
 def _count_label(value: float) -> str:
@@ -150,7 +146,7 @@ class HBarChart:
 
 
 def horizontal_bars(
-    items: Sequence[tuple[int, str, float]], *, width: float = 560, label_width: float = 170, row: float = 26
+    items: Sequence[tuple[int, str, float]], *, width: float = 440, label_width: float = 130, row: float = 26
 ) -> HBarChart:
     """One bar per (id, label, value), longest value full length; room on the right for the value's text."""
     max_length = width - label_width - 70
@@ -228,9 +224,9 @@ def timeline(
     now: datetime,
     lanes: Sequence[tuple[int, str, Sequence[datetime]]],
     *,
-    width: float = 760,
-    label_width: float = 170,
-    lane_height: float = 30,
+    width: float = 660,
+    label_width: float = 130,
+    lane_height: float = 28,
 ) -> Timeline:
     """Lanes of (task id, name, its coming fire times) on one time axis starting at ``now``.
 
@@ -249,13 +245,24 @@ def timeline(
     for index, (task_id, name, times) in enumerate(lanes):
         if not times:
             continue
-        marks = tuple(Mark(at, x_of(at)) for at in times if at <= end)
+        marks = _thinned([Mark(at, x_of(at)) for at in times if at <= end])
         shaped.append(Lane(task_id, name, 26 + index * lane_height, marks, times[0], times[0] > end))
     ticks = tuple(
         Tick(0, x_of(now + window * step / 6), _offset_label(window * step / 6)) for step in range(7)
     )
     height = 26 + max(len(shaped), 1) * lane_height + 6
     return Timeline(width, height, left, right, now, end, tuple(shaped), ticks, lane_height)
+
+
+MIN_MARK_GAP = 6.0  # px: closer marks would draw one blot; keep every run a person can tell apart
+
+
+def _thinned(marks: list[Mark]) -> tuple[Mark, ...]:
+    kept: list[Mark] = []
+    for mark in marks:
+        if not kept or mark.x - kept[-1].x >= MIN_MARK_GAP:
+            kept.append(mark)
+    return tuple(kept)
 
 
 def _offset_label(offset: timedelta) -> str:
@@ -358,9 +365,9 @@ def layered_graph(
     tasks: Sequence[GraphTask],
     edges: Sequence[tuple[int, int]],
     *,
-    node_width: float = 150,
+    node_width: float = 136,
     node_height: float = 34,
-    gap_x: float = 70,
+    gap_x: float = 46,
     gap_y: float = 18,
     margin: float = 10,
 ) -> Graph:

@@ -1,6 +1,7 @@
 """Jinja filters: times, durations and rates as a person reads them. Every time is shown in UTC."""
 from __future__ import annotations
 
+import json
 from datetime import datetime
 
 from flask import Flask
@@ -41,7 +42,7 @@ def _span(seconds: float) -> str:
 
 
 def duration(seconds: float | None) -> str:
-    """0.42 s, 12.3 s, 3 min 4 s, 2 h 5 min."""
+    """0.42 s, 12.3 s, 3 min 4 s, 1 min, 2 h 5 min, 1 h."""
     if seconds is None:
         return DASH
     if seconds < 10:
@@ -50,9 +51,14 @@ def duration(seconds: float | None) -> str:
         return f"{seconds:.1f} s"
     minutes, secs = divmod(int(round(seconds)), 60)
     if minutes < 60:
-        return f"{minutes} min {secs} s"
+        return f"{minutes} min {secs} s" if secs else f"{minutes} min"
     hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes} min"
+    return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+
+
+def pretty_json(value: object) -> str:
+    """Indented JSON in the stored key order (Jinja escapes it; ``tojson`` would show \\u0027 for ')."""
+    return json.dumps(value, indent=2, ensure_ascii=False)
 
 
 def percent(rate: float | None) -> str:
@@ -65,6 +71,6 @@ def percent(rate: float | None) -> str:
 def register_filters(app: Flask) -> None:
     for name, function in (
         ("utc_time", utc_time), ("iso_time", iso_time), ("relative_time", relative_time),
-        ("duration", duration), ("percent", percent),
+        ("duration", duration), ("percent", percent), ("pretty_json", pretty_json),
     ):
         app.jinja_env.filters[name] = function

@@ -14,7 +14,7 @@ from typing import Any
 from werkzeug.datastructures import MultiDict
 
 from ..models import Task
-from ..schemas import ACTION_SCHEMAS, HTTP_METHODS, TaskSchema
+from ..schemas import ACTION_SCHEMAS, TaskSchema
 
 ACTION_TYPES = tuple(ACTION_SCHEMAS)
 BODY_FORMATS = ("text", "json")

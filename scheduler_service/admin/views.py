@@ -13,7 +13,7 @@ from ..clock import utcnow
 from ..database import db
 from ..engine import cron
 from ..models import RUN_STATUSES, RUN_TRIGGERS, TASK_STATUSES, Task
-from ..schemas import INT_MAX
+from ..schemas import HTTP_METHODS, INT_MAX
 from . import dashboard, queries, security, task_form
 from .accounts import authenticate
 from .task_writes import attempt, refusal_message, save_task
@@ -228,7 +228,7 @@ def _task_form(task: Task | None, values: dict, errors: task_form.FieldErrors) -
     return render_template(
         "admin/task_form.html", task=task, values=values, errors=errors,
         parent_choices=queries.task_names(exclude=task.id if task else None),
-        action_types=task_form.ACTION_TYPES, http_methods=task_form.HTTP_METHODS,
+        action_types=task_form.ACTION_TYPES, http_methods=HTTP_METHODS,
         body_formats=task_form.BODY_FORMATS, form_wide=task_form.FORM_WIDE,
         zones=_zone_names(),
     )

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import pytest
-
 from werkzeug.security import generate_password_hash
 
 from admin_helpers import ADMIN_NAME, ADMIN_PASSWORD, csrf_of
