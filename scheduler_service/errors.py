@@ -9,9 +9,10 @@ from __future__ import annotations
 import logging
 from typing import NoReturn
 
-from flask import Flask
-from flask_smorest import abort
+from flask import Flask, request
+from flask_smorest import Api, abort
 from sqlalchemy.exc import IntegrityError
+from werkzeug.exceptions import HTTPException, MethodNotAllowed, RequestEntityTooLarge
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +38,26 @@ def _unexpected_error(error: Exception):
     return {"code": 500, "status": "Internal Server Error", "message": "internal error"}, 500
 
 
+def reject_oversized_bodies() -> None:
+    """413 for any body over MAX_REQUEST_BYTES, also on endpoints that never read it
+    (Flask itself only refuses a body when a view reads it)."""
+    limit = request.max_content_length
+    if limit is not None and request.content_length is not None and request.content_length > limit:
+        raise RequestEntityTooLarge()
+
+
+class ApiWithHeaders(Api):
+    """flask-smorest's Api, keeping the headers an HTTP error carries (405's `Allow`)."""
+
+    def handle_http_exception(self, error: HTTPException):
+        payload, code, headers = super().handle_http_exception(error)
+        if isinstance(error, MethodNotAllowed) and error.valid_methods:
+            headers = {**headers, "Allow": ", ".join(sorted(error.valid_methods))}
+        return payload, code, headers
+
+
 def register_error_handlers(app: Flask) -> None:
+    app.before_request(reject_oversized_bodies)
     app.register_error_handler(IntegrityError, _integrity_error)
     if not app.testing:
         # Under test, let an unexpected error propagate so it fails loudly.

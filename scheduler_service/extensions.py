@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 from flask_migrate import Migrate
-from flask_smorest import Api
 
 from .database import db  # noqa: F401  (re-exported: the one handle views use)
 from .engine.scheduler import SchedulerExtension
+from .errors import ApiWithHeaders
 
 migrate = Migrate()
-api = Api()
+api = ApiWithHeaders()
 scheduler = SchedulerExtension()
 

@@ -16,8 +16,15 @@ from .models import CONCURRENCY_POLICIES, RUN_STATUSES, RUN_TRIGGERS, TASK_STATU
 INT_MAX = 2**31 - 1
 
 
-def check_storable(value: Any) -> None:
-    """Refuse strings a database cannot store: NUL characters and lone UTF-16 surrogates."""
+# Free-form JSON (bodies, args, kwargs) deeper than this is refused: it is never a real
+# need, and the database layer serializes JSON recursively.
+MAX_JSON_DEPTH = 32
+
+
+def check_storable(value: Any, depth: int = 0) -> None:
+    """Refuse what a database cannot store: NUL characters, lone UTF-16 surrogates, deep nesting."""
+    if depth > MAX_JSON_DEPTH:
+        raise ma.ValidationError(f"Nested more than {MAX_JSON_DEPTH} levels deep.")
     if isinstance(value, str):
         if "\x00" in value:
             raise ma.ValidationError("Must not contain NUL characters.")
@@ -27,11 +34,11 @@ def check_storable(value: Any) -> None:
             raise ma.ValidationError("Must be valid Unicode (no lone surrogates).") from None
     elif isinstance(value, dict):
         for key, item in value.items():
-            check_storable(key)
-            check_storable(item)
+            check_storable(key, depth + 1)
+            check_storable(item, depth + 1)
     elif isinstance(value, list):
         for item in value:
-            check_storable(item)
+            check_storable(item, depth + 1)
 
 
 class Text(fields.String):
@@ -107,11 +114,20 @@ class ShellActionSchema(StrictSchema):
 HTTP_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
 
 
+# RFC 9110: a header name is a token; a value has no line breaks.
+HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")
+HEADER_VALUE = re.compile(r"[^\r\n\x00]*\Z")
+
+
 class HttpActionSchema(StrictSchema):
     type = fields.String(required=True, validate=validate.Equal("http"))
     url = fields.Url(required=True, require_tld=False, schemes={"http", "https"})
     method = fields.String(load_default="GET", validate=validate.OneOf(HTTP_METHODS))
-    headers = StringMap(load_default=dict)
+    headers = fields.Dict(
+        keys=Text(validate=validate.Regexp(HEADER_NAME, error="Not a valid header name.")),
+        values=Text(validate=validate.Regexp(HEADER_VALUE, error="Must not contain line breaks.")),
+        load_default=dict,
+    )
     body = fields.Raw(load_default=None, allow_none=True)
     expect_status = fields.Raw(load_default=None, allow_none=True)
 
@@ -131,7 +147,8 @@ class HttpActionSchema(StrictSchema):
             raise ma.ValidationError("Must be a string, an object or a list.")
 
 
-CALLABLE_PATTERN = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*$")
+# \Z, not $: "$" also matches before a trailing newline.
+CALLABLE_PATTERN = re.compile(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*\Z")
 
 
 class PythonActionSchema(StrictSchema):
@@ -202,8 +219,8 @@ class TaskSchema(StrictSchema):
 
     status = fields.String(dump_only=True, metadata={"enum": list(TASK_STATUSES)})
     retry_count = fields.Integer(dump_only=True)
-    last_run_at = _utc_datetime(dump_only=True)
-    next_run_at = _utc_datetime(dump_only=True)
+    last_run_at = _utc_datetime(dump_only=True, allow_none=True)
+    next_run_at = _utc_datetime(dump_only=True, allow_none=True)
     created_at = _utc_datetime(dump_only=True)
     updated_at = _utc_datetime(dump_only=True)
 
