@@ -9,7 +9,7 @@ from typing import Any
 from flask import Flask
 
 from . import api as api_resources
-from . import admin, auth, cli, errors
+from . import admin, auth, cli, errors, ops
 from .api import docs_assets
 from .config import ConfigError, load_settings
 from .database import watch_sqlite_connections
@@ -31,6 +31,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     errors.register_error_handlers(app)
     auth.init_app(app)
     cli.init_app(app)
+    ops.init_app(app)
     admin.init_app(app)
     scheduler.init_app(app)
     return app

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
@@ -73,6 +74,41 @@ def _database_url(raw: str) -> str:
     return url
 
 
+def _choice(*choices: str) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        value = raw.strip().lower()
+        if value not in choices:
+            raise ValueError(f"expected one of {'/'.join(choices)}")
+        return value
+
+    return parse
+
+
+def _webhook_url(raw: str) -> str:
+    url = raw.strip()
+    parts = urlsplit(url)
+    try:
+        _ = parts.port  # a non-numeric port fails here
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("expected an http:// or https:// URL")
+    return url
+
+
+def _secret(raw: str) -> str:
+    if len(raw.strip()) < 16:
+        raise ValueError("expected at least 16 characters")
+    return raw.strip()
+
+
+def _directory(raw: str) -> str:
+    path = raw.strip()
+    if not os.path.isdir(path) or not os.access(path, os.W_OK):
+        raise ValueError("expected an existing directory this process can write to")
+    return path
+
+
 # variable -> (config key, parser, default). The default None for DATABASE_URL
 # means "a SQLite file in the instance folder", decided by create_app.
 SETTINGS: dict[str, tuple[str, Callable[[str], Any], Any]] = {
@@ -85,6 +121,16 @@ SETTINGS: dict[str, tuple[str, Callable[[str], Any], Any]] = {
     "RUN_LEASE_SECONDS": ("RUN_LEASE_SECONDS", _seconds(ONE_DAY), 30.0),
     "SCHEDULER_SHUTDOWN_GRACE_SECONDS": ("SCHEDULER_SHUTDOWN_GRACE_SECONDS", _integer(0, 86400), 30),
     "MAX_REQUEST_BYTES": ("MAX_CONTENT_LENGTH", _integer(1, 2**31), 1048576),
+    # Operations (scheduler_service/ops): metrics, alerts, retention, logs.
+    "METRICS_PUBLIC": ("METRICS_PUBLIC", _boolean, False),
+    "PROMETHEUS_MULTIPROC_DIR": ("PROMETHEUS_MULTIPROC_DIR", _directory, None),
+    "ALERT_WEBHOOK_URL": ("ALERT_WEBHOOK_URL", _webhook_url, None),
+    "ALERT_WEBHOOK_SECRET": ("ALERT_WEBHOOK_SECRET", _secret, None),
+    "RUN_RETENTION_DAYS": ("RUN_RETENTION_DAYS", _integer(0, 36500), 90),
+    "RUN_RETENTION_PER_TASK": ("RUN_RETENTION_PER_TASK", _integer(0, 2**31 - 1), 10000),
+    "LOG_FORMAT": ("LOG_FORMAT", _choice("text", "json"), "text"),
+    # Signs admin sessions; unset, a key is made once and kept in the instance folder.
+    "SECRET_KEY": ("SECRET_KEY", _secret, None),
 }
 
 

@@ -198,6 +198,50 @@ class ActionField(fields.Field):
         return value
 
 
+# --- alert settings (scheduler_service/ops/alerts.py sends them) ---------------------
+
+NOTIFY_EVENTS = ("failure", "retry", "success", "recovered", "late", "missed", "slow")
+#: What a task without `notify` (or with `notify` but no `events`) is alerted for.
+DEFAULT_NOTIFY_EVENTS = ("failure", "recovered", "missed")
+
+
+class NotifySchema(StrictSchema):
+    url = fields.Url(
+        require_tld=False, schemes={"http", "https"}, load_default=None, allow_none=True,
+        validate=validate.Length(max=2048), metadata={"description": "default: ALERT_WEBHOOK_URL"},
+    )
+    events = fields.List(
+        fields.String(validate=validate.OneOf(NOTIFY_EVENTS)), load_default=lambda: list(DEFAULT_NOTIFY_EVENTS),
+    )
+    late_after_seconds = Count(minimum=1, load_default=None, allow_none=True)
+    slow_after_seconds = Count(minimum=1, load_default=None, allow_none=True)
+
+    @ma.post_load
+    def _dedupe_events(self, data: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        data["events"] = list(dict.fromkeys(data["events"]))
+        return data
+
+    @ma.validates_schema
+    def _check_complete(self, data: dict[str, Any], **kwargs: Any) -> None:
+        events = data.get("events") or []
+        for event, threshold in (("late", "late_after_seconds"), ("slow", "slow_after_seconds")):
+            if event in events and data.get(threshold) is None:
+                raise ma.ValidationError(f"Required when events include '{event}'.", threshold)
+        if events and not data.get("url") and not current_app.config.get("ALERT_WEBHOOK_URL"):
+            raise ma.ValidationError("Required: no default webhook is configured (ALERT_WEBHOOK_URL).", "url")
+        check_storable(data.get("url"))
+
+
+class NotifyField(fields.Nested):
+    """The whole `notify` object, validated in full even in a PATCH (it is replaced, not merged)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(NotifySchema, **kwargs)
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, partial: Any = None, **kwargs: Any) -> Any:
+        return self._load(value, partial=False)
+
+
 # --- tasks ---------------------------------------------------------------------
 
 
@@ -216,6 +260,8 @@ class TaskSchema(StrictSchema):
     retry_max_delay_seconds = Count(minimum=1, load_default=3600)
     concurrency_policy = fields.String(load_default="forbid", validate=validate.OneOf(CONCURRENCY_POLICIES))
     misfire_grace_seconds = Count(minimum=0, load_default=60)
+    # No load_default: a PUT (or the admin form) that leaves it out keeps it; null clears it.
+    notify = NotifyField(allow_none=True, metadata={"description": "webhook alerts for this task"})
 
     status = fields.String(dump_only=True, metadata={"enum": list(TASK_STATUSES)})
     retry_count = fields.Integer(dump_only=True)

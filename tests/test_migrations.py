@@ -29,9 +29,11 @@ POSTGRES_URL = os.environ.get("TEST_DATABASE_URL")
 SETTINGS_VARIABLES = (
     "DATABASE_URL", "SCHEDULER_ENABLED", "SCHEDULER_TICK_SECONDS", "SCHEDULER_MAX_WORKERS",
     "SHELL_ACTIONS_ENABLED", "RUN_OUTPUT_LIMIT_BYTES", "RUN_LEASE_SECONDS",
-    "SCHEDULER_SHUTDOWN_GRACE_SECONDS", "MAX_REQUEST_BYTES",
+    "SCHEDULER_SHUTDOWN_GRACE_SECONDS", "MAX_REQUEST_BYTES", "METRICS_PUBLIC", "PROMETHEUS_MULTIPROC_DIR",
+    "ALERT_WEBHOOK_URL", "ALERT_WEBHOOK_SECRET", "RUN_RETENTION_DAYS", "RUN_RETENTION_PER_TASK", "LOG_FORMAT",
+    "SECRET_KEY",
 )
-APP_TABLES = {"task", "run", "task_dependency", "api_token", "scheduler_state", "admin_user"}
+APP_TABLES = {"task", "run", "task_dependency", "api_token", "scheduler_state", "admin_user", "alert"}
 ALL_TABLES = APP_TABLES | {"alembic_version"}
 
 # migrations/env.py is Flask-Migrate's template, which tries the deprecated db.get_engine() first.

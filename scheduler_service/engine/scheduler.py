@@ -29,6 +29,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.serving import is_running_from_reloader
 
 from ..clock import utcnow
+from ..logcontext import log_context
 from .executors import Outcome, execute_action
 from .. import events
 from .tick import (
@@ -233,7 +234,8 @@ class Engine:
     def _execute(self, claimed: ClaimedRun, stop: threading.Event) -> None:
         started_at = self.clock()
         try:
-            outcome = self._perform(claimed, stop)
+            with log_context(task_id=claimed.task_id, run_id=claimed.run_id, attempt=claimed.attempt):
+                outcome = self._perform(claimed, stop)
         except BaseException as exc:  # the executors never raise; if one does, the run still ends
             outcome = Outcome(succeeded=False, message=f"internal error: {exc!r}")
         self._results.put(RunResult(claimed.run_id, outcome, started_at, self.clock()))

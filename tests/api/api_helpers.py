@@ -24,7 +24,7 @@ HUGE_ID = 99999999999999999999
 TASK_FIELDS = {
     "id", "name", "description", "cron_expression", "timezone", "enabled", "depends_on", "action",
     "timeout_seconds", "max_retries", "retry_delay_seconds", "retry_max_delay_seconds",
-    "concurrency_policy", "misfire_grace_seconds", "status", "retry_count",
+    "concurrency_policy", "misfire_grace_seconds", "notify", "status", "retry_count",
     "last_run_at", "next_run_at", "created_at", "updated_at",
 }
 RUN_FIELDS = {

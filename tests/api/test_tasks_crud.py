@@ -45,6 +45,7 @@ def test_create_answers_201_with_every_field_and_the_defaults(app, client):
         "retry_max_delay_seconds": 3600,
         "concurrency_policy": "forbid",
         "misfire_grace_seconds": 60,
+        "notify": None,
         "status": "pending",
         "retry_count": 0,
         "last_run_at": None,

@@ -1,0 +1,577 @@
+"""Alerts by webhook: decide from the engine's signals, write to the ``alert`` table, deliver in the background.
+
+The path of one alert:
+
+1. A signal receiver (on a scheduler thread) only puts the event on an in-memory
+   queue: nothing here can block or slow a tick or a run.
+2. ``AlertIntake`` (a thread of the engine's process) reads the task's ``notify``
+   settings, decides which events apply and inserts one ``alert`` row per event.
+3. ``AlertSender`` (another thread) claims due rows with a conditional UPDATE (so
+   several processes never send one alert at once), POSTs the JSON, signed, with a
+   short timeout, and records the outcome: ``delivered``, or a retry after an
+   exponential backoff, or ``failed`` after ``MAX_ATTEMPTS``.
+
+A sender that dies mid-delivery leaves its claim to expire (``CLAIM_LEASE_SECONDS``),
+then another sends it: a receiver may, after a crash, see one delivery id twice.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import queue
+import re
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+import sqlalchemy as sa
+from flask import Flask
+from sqlalchemy.exc import SQLAlchemyError
+
+from .. import events
+from ..clock import utcnow
+from ..database import db
+from ..engine.tick import ClaimedRun, FinishedRun, SkippedSlot
+from ..models import Run, Task, task_dependencies
+from ..schemas import DEFAULT_NOTIFY_EVENTS
+from .logging import log_context
+from .models import Alert
+
+log = logging.getLogger(__name__)
+
+MAX_ATTEMPTS = 8
+RETRY_BASE_SECONDS = 15.0  # failed attempt n waits base * 2**(n-1): 15 s ... 16 min, about 32 min in all
+RETRY_MAX_SECONDS = 3600.0
+CLAIM_LEASE_SECONDS = 60.0
+CONNECT_TIMEOUT_SECONDS = 3.0
+READ_TIMEOUT_SECONDS = 5.0
+SEND_BATCH = 20
+POLL_SECONDS = 2.0
+QUEUE_LIMIT = 10000
+ERROR_LIMIT = 500
+
+SIGNATURE_HEADER = "X-Scheduler-Signature"
+TIMESTAMP_HEADER = "X-Scheduler-Timestamp"
+EVENT_HEADER = "X-Scheduler-Event"
+DELIVERY_HEADER = "X-Scheduler-Delivery"
+USER_AGENT = "scheduler-service-alerts/1"
+
+_PARENT_FAILED = re.compile(r"^parent '(?P<name>.+)' failed$")
+
+
+# --- signatures -----------------------------------------------------------------------------
+
+
+def signature(secret: str, timestamp: str, body: bytes) -> str:
+    """``sha256=<hex>``: HMAC-SHA256 of ``<timestamp>.<raw body>`` with the shared secret."""
+    digest = hmac.new(secret.encode("utf-8"), timestamp.encode("ascii") + b"." + body, hashlib.sha256).hexdigest()
+    return f"sha256={digest}"
+
+
+def verify_signature(secret: str, timestamp: str, body: bytes, header: str, *, tolerance_seconds: float | None = 300,
+                     now: float | None = None) -> bool:
+    """What a receiver does: recompute, compare in constant time, and refuse stale timestamps (replays)."""
+    if tolerance_seconds is not None:
+        try:
+            sent = int(timestamp)
+        except ValueError:
+            return False
+        if abs((time.time() if now is None else now) - sent) > tolerance_seconds:
+            return False
+    return hmac.compare_digest(signature(secret, timestamp, body), header)
+
+
+# --- what to send, to whom (pure) -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Target:
+    """A task's resolved alert settings: where, and for which events."""
+
+    url: str
+    events: frozenset[str]
+    late_after_seconds: int | None = None
+    slow_after_seconds: int | None = None
+
+    def wants(self, event: str) -> bool:
+        return event in self.events
+
+
+def target_for(notify: dict[str, Any] | None, default_url: str | None) -> Target | None:
+    """A task without ``notify`` gets the default webhook (if any) for the default events;
+    ``notify`` without ``url`` uses the default webhook; no URL at all means no alerts."""
+    if notify is None:
+        return Target(default_url, frozenset(DEFAULT_NOTIFY_EVENTS)) if default_url else None
+    url = notify.get("url") or default_url
+    if not url:
+        return None
+    wanted = notify.get("events")
+    return Target(
+        url,
+        frozenset(DEFAULT_NOTIFY_EVENTS if wanted is None else wanted),
+        notify.get("late_after_seconds"),
+        notify.get("slow_after_seconds"),
+    )
+
+
+def finished_events(run: FinishedRun, target: Target) -> list[str]:
+    """The events a recorded outcome raises (``slow`` is decided apart: it may come while running)."""
+    found = []
+    if run.status == "failed":
+        found.append("failure" if run.gave_up else "retry")
+    elif run.status == "success":
+        found.append("success")
+        # Recovered: the first success after a run that ended its chain failed (a `failure` event);
+        # a retry that succeeds is not a recovery from an alert the receiver has seen.
+        if run.recovered and run.attempt == 1:
+            found.append("recovered")
+    return [event for event in found if target.wants(event)]
+
+
+def backoff_seconds(attempts: int, base: float) -> float:
+    """The wait after failed attempt ``attempts`` (1-based): base, 2*base, 4*base ..., capped."""
+    return min(base * 2 ** min(max(attempts - 1, 0), 30), RETRY_MAX_SECONDS)
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment is not None else None
+
+
+def _finished_run_document(run: FinishedRun) -> dict[str, Any]:
+    return {
+        "id": run.run_id, "attempt": run.attempt, "trigger": run.trigger, "status": run.status,
+        "scheduled_for": _iso(run.scheduled_for), "started_at": _iso(run.started_at),
+        "finished_at": _iso(run.finished_at), "duration_seconds": run.duration_seconds,
+        "message": run.message, "retry_at": _iso(run.retry_at),
+    }
+
+
+def _summary(event: str, name: str, run: FinishedRun) -> str:
+    if event == "failure":
+        text = f"task '{name}' failed on attempt {run.attempt}, no retries left"
+    elif event == "retry":
+        text = f"task '{name}' failed on attempt {run.attempt}; retry at {_iso(run.retry_at)}"
+    elif event == "recovered":
+        text = f"task '{name}' succeeded again after failing"
+    else:
+        text = f"task '{name}' succeeded"
+    if run.duration_seconds is not None:
+        text += f" ({run.duration_seconds:.1f}s)"
+    return f"{text}: {run.message}" if run.message and run.status == "failed" else text
+
+
+def payload(event: str, task_id: int, task_name: str, text: str, **details: Any) -> dict[str, Any]:
+    """The JSON body (the delivery adds ``id``). ``text`` is one line for a person (Slack shows it)."""
+    return {"event": event, "task": {"id": task_id, "name": task_name}, "text": text, **details}
+
+
+# --- intake: events -> alert rows (a thread of the engine's process) ---------------------------
+
+
+@dataclass
+class _Watch:
+    """A run of a task that wants ``slow``, started in this process and not finished yet."""
+
+    task_id: int
+    task_name: str
+    target: Target
+    run: dict[str, Any]
+    started_at: datetime
+    alerted: bool = False
+
+
+@dataclass
+class _TaskInfo:
+    name: str
+    notify: dict[str, Any] | None
+
+
+@dataclass
+class _Batch:
+    alerts: list[Alert] = field(default_factory=list)
+
+
+class AlertIntake:
+    """Receives the engine's signals into a queue; ``process`` turns them into ``alert`` rows."""
+
+    def __init__(self, app: Flask, observe_start_lag: Callable[[str, float], None]) -> None:
+        self.app = app
+        self.observe_start_lag = observe_start_lag
+        self.queue: queue.Queue[tuple[Any, ...]] = queue.Queue(maxsize=QUEUE_LIMIT)
+        self.dropped = 0
+        self.watches: dict[int, _Watch] = {}
+        self.inserted = threading.Event()  # set after alerts were written (wakes the sender)
+        self._last_watch_sweep = time.monotonic()
+
+    # --- signal receivers (scheduler threads: no I/O) -------------------------------------------
+
+    def on_run_started(self, sender: Flask, run: ClaimedRun, started_at: datetime, **extra: Any) -> None:
+        self._put(("started", run, started_at))
+
+    def on_run_finished(self, sender: Flask, run: FinishedRun, **extra: Any) -> None:
+        self._put(("finished", run))
+
+    def on_slot_skipped(self, sender: Flask, skip: SkippedSlot, **extra: Any) -> None:
+        self._put(("skipped", skip))
+
+    def _put(self, item: tuple[Any, ...]) -> None:
+        try:
+            self.queue.put_nowait(item)
+        except queue.Full:
+            self.dropped += 1
+            if self.dropped == 1 or self.dropped % 1000 == 0:
+                log.error("alert intake queue full: %d events dropped so far", self.dropped)
+
+    def nudge(self) -> None:
+        """Wake the intake thread now (an item it ignores)."""
+        self._put(("nudge", None))
+
+    def connect(self) -> None:
+        events.run_started.connect(self.on_run_started, self.app)
+        events.run_finished.connect(self.on_run_finished, self.app)
+        events.slot_skipped.connect(self.on_slot_skipped, self.app)
+
+    # --- processing (the intake thread) ------------------------------------------------------
+
+    def drain(self, first_timeout: float, limit: int = 500) -> list[tuple[Any, ...]]:
+        items = []
+        try:
+            items.append(self.queue.get(timeout=first_timeout) if first_timeout > 0 else self.queue.get_nowait())
+        except queue.Empty:
+            return items
+        while len(items) < limit:
+            try:
+                items.append(self.queue.get_nowait())
+            except queue.Empty:
+                break
+        return items
+
+    def process(self, items: list[tuple[Any, ...]], now: datetime) -> int:
+        """Turn events into alert rows, and raise ``slow`` for watched runs; returns the alerts written."""
+        items = [item for item in items if item[0] in ("started", "finished", "skipped")]
+        if not items and not self.watches:
+            return 0
+        with self.app.app_context():
+            try:
+                written = self._process(items, now)
+            except SQLAlchemyError as exc:
+                db.session.rollback()
+                log.warning("alert intake: database error, %d events not turned into alerts: %s",
+                            len(items), exc.__class__.__name__)
+                return 0
+        if written:
+            self.inserted.set()
+        return written
+
+    def _process(self, items: list[tuple[Any, ...]], now: datetime) -> int:
+        default_url = self.app.config.get("ALERT_WEBHOOK_URL")
+        task_ids = {item[1].task_id for item in items} | {watch.task_id for watch in self.watches.values()}
+        tasks = self._tasks(task_ids)
+        started_ids = [item[1].run_id for item in items if item[0] == "started"]
+        started_runs = self._started_runs(started_ids)
+        batch = _Batch()
+        for item in items:
+            kind, subject = item[0], item[1]
+            task = tasks.get(subject.task_id)
+            with log_context(task_id=subject.task_id, run_id=getattr(subject, "run_id", None),
+                             attempt=getattr(subject, "attempt", None)):
+                if kind == "started":
+                    self._started(subject, item[2], started_runs.get(subject.run_id), task, default_url, batch)
+                elif kind == "finished":
+                    self._finished(subject, task, default_url, batch)
+                elif kind == "skipped":
+                    self._skipped(subject, task, default_url, batch)
+        self._check_slow(now, batch)
+        self._sweep_watches()
+        if not batch.alerts:
+            db.session.commit()
+            return 0
+        db.session.add_all(batch.alerts)
+        db.session.flush()
+        queued = [(alert.id, alert.event, alert.task_id) for alert in batch.alerts]
+        db.session.commit()
+        for alert_id, event, task_id in queued:
+            log.info("alert %s queued: %s for task %s", alert_id, event, task_id, extra={"task_id": task_id})
+        return len(queued)
+
+    def _tasks(self, task_ids: Iterable[int]) -> dict[int, _TaskInfo]:
+        ids = list(task_ids)
+        if not ids:
+            return {}
+        rows = db.session.execute(sa.select(Task.id, Task.name, Task.notify).where(Task.id.in_(ids))).all()
+        return {task_id: _TaskInfo(name, notify) for task_id, name, notify in rows}
+
+    def _started_runs(self, run_ids: list[int]) -> dict[int, Any]:
+        if not run_ids:
+            return {}
+        rows = db.session.execute(
+            sa.select(Run.id, Run.trigger, Run.scheduled_for, Run.started_at).where(Run.id.in_(run_ids))
+        ).all()
+        return {row.id: row for row in rows}
+
+    def _alert(self, batch: _Batch, target: Target, event: str, task_id: int, body: dict[str, Any]) -> None:
+        now = utcnow()  # the wall clock: delivery is about real time, whatever clock the engine runs on
+        batch.alerts.append(Alert(
+            task_id=task_id, event=event, payload=body, url=target.url, status="pending", attempts=0,
+            next_attempt_at=now, last_error="", created_at=now,
+        ))
+
+    def _started(self, claimed: ClaimedRun, started_at: datetime, row: Any, task: _TaskInfo | None,
+                 default_url: str | None, batch: _Batch) -> None:
+        if row is None:  # the task (and its runs) was deleted meanwhile
+            return
+        lag = (started_at - row.scheduled_for).total_seconds()
+        self.observe_start_lag(row.trigger, lag)
+        target = target_for(task.notify, default_url) if task is not None else None
+        if target is None:
+            return
+        run_doc = {
+            "id": claimed.run_id, "attempt": claimed.attempt, "trigger": row.trigger, "status": "running",
+            "scheduled_for": _iso(row.scheduled_for), "started_at": _iso(started_at),
+        }
+        late_after = target.late_after_seconds
+        if target.wants("late") and late_after is not None and row.trigger != "manual" and lag > late_after:
+            text = f"task '{task.name}' started {lag:.1f}s after its slot {_iso(row.scheduled_for)} (late after {late_after}s)"
+            self._alert(batch, target, "late", claimed.task_id, payload(
+                "late", claimed.task_id, task.name, text, run=run_doc, late_by_seconds=round(lag, 3),
+                late_after_seconds=late_after,
+            ))
+        if target.wants("slow") and target.slow_after_seconds is not None:
+            self.watches[claimed.run_id] = _Watch(claimed.task_id, task.name, target, run_doc, started_at)
+
+    def _finished(self, run: FinishedRun, task: _TaskInfo | None, default_url: str | None, batch: _Batch) -> None:
+        watch = self.watches.pop(run.run_id, None)
+        if task is None:
+            return
+        target = target_for(task.notify, default_url)
+        if target is None:
+            return
+        run_doc = _finished_run_document(run)
+        for event in finished_events(run, target):
+            details: dict[str, Any] = {"run": run_doc}
+            text = _summary(event, run.task_name, run)
+            if event == "failure":
+                children = self._children(run.task_id)
+                details["skipped_children"] = children
+                if children:
+                    text += "; its children are skipped until it succeeds: " + ", ".join(
+                        f"'{child['name']}'" for child in children
+                    )
+            self._alert(batch, target, event, run.task_id, payload(event, run.task_id, run.task_name, text, **details))
+        slow_after = target.slow_after_seconds
+        already = watch is not None and watch.alerted
+        if (target.wants("slow") and slow_after is not None and not already
+                and run.duration_seconds is not None and run.duration_seconds > slow_after):
+            text = f"task '{run.task_name}' took {run.duration_seconds:.1f}s (slow after {slow_after}s)"
+            self._alert(batch, target, "slow", run.task_id, payload(
+                "slow", run.task_id, run.task_name, text, run=run_doc, slow_after_seconds=slow_after,
+                running_seconds=run.duration_seconds,
+            ))
+
+    def _children(self, parent_id: int) -> list[dict[str, Any]]:
+        """The enabled tasks that depend on ``parent_id``: a failed parent skips (or holds back) them all."""
+        rows = db.session.execute(
+            sa.select(Task.id, Task.name)
+            .join(task_dependencies, task_dependencies.c.child_id == Task.id)
+            .where(task_dependencies.c.parent_id == parent_id, Task.enabled)
+            .order_by(Task.id)
+        ).all()
+        return [{"id": task_id, "name": name} for task_id, name in rows]
+
+    def _skipped(self, skip: SkippedSlot, task: _TaskInfo | None, default_url: str | None, batch: _Batch) -> None:
+        if task is None:
+            return
+        target = target_for(task.notify, default_url)
+        if target is None or not target.wants("missed"):
+            return
+        if self._told_by_parent(skip, target, default_url):
+            return
+        text = f"task '{task.name}': slot {_iso(skip.slot)} skipped: {skip.message}"
+        self._alert(batch, target, "missed", skip.task_id, payload(
+            "missed", skip.task_id, task.name, text, slot=_iso(skip.slot), message=skip.message,
+        ))
+
+    def _told_by_parent(self, skip: SkippedSlot, target: Target, default_url: str | None) -> bool:
+        """A slot skipped because a parent failed: that parent's `failure` alert named this child
+        to the same webhook, so the child raises none of its own."""
+        match = _PARENT_FAILED.match(skip.message)
+        if match is None:
+            return False
+        parent = db.session.execute(sa.select(Task.notify).where(Task.name == match["name"])).one_or_none()
+        if parent is None:
+            return False
+        parent_target = target_for(parent.notify, default_url)
+        return parent_target is not None and parent_target.wants("failure") and parent_target.url == target.url
+
+    def _check_slow(self, now: datetime, batch: _Batch) -> None:
+        for run_id, watch in self.watches.items():
+            slow_after = watch.target.slow_after_seconds
+            if watch.alerted or slow_after is None:
+                continue
+            running = (now - watch.started_at).total_seconds()
+            if running > slow_after:
+                watch.alerted = True
+                text = f"task '{watch.task_name}' has been running for {running:.0f}s (slow after {slow_after}s)"
+                with log_context(task_id=watch.task_id, run_id=run_id, attempt=watch.run.get("attempt")):
+                    self._alert(batch, watch.target, "slow", watch.task_id, payload(
+                        "slow", watch.task_id, watch.task_name, text, run=watch.run, slow_after_seconds=slow_after,
+                        running_seconds=round(running, 3),
+                    ))
+
+    def _sweep_watches(self) -> None:
+        """Forget watched runs that another process finished (their outcome never reaches us)."""
+        if not self.watches or time.monotonic() - self._last_watch_sweep < 60:
+            return
+        self._last_watch_sweep = time.monotonic()
+        running = set(db.session.execute(
+            sa.select(Run.id).where(Run.id.in_(list(self.watches)), Run.status == "running")
+        ).scalars())
+        for run_id in [run_id for run_id in self.watches if run_id not in running]:
+            del self.watches[run_id]
+
+
+# --- sender: alert rows -> HTTP POSTs (another thread of the engine's process) ----------------
+
+
+@dataclass(frozen=True)
+class DeliveryResult:
+    delivered: bool
+    error: str = ""
+
+
+def _describe_error(exc: requests.RequestException) -> str:
+    # Never the exception's own text: it carries the URL, whose path may be a credential (Slack-style hooks).
+    if isinstance(exc, requests.Timeout):
+        return f"timed out ({exc.__class__.__name__})"
+    if isinstance(exc, requests.ConnectionError):
+        return "could not connect (ConnectionError)"
+    return exc.__class__.__name__
+
+
+def _where(url: str) -> str:
+    """Scheme, host and port of a URL: enough to say where, without a path that may be a secret."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+
+
+class AlertSender:
+    """Claims due alerts and POSTs them; its own HTTP session and short timeouts."""
+
+    def __init__(self, app: Flask, count_delivery: Callable[[str], None]) -> None:
+        self.app = app
+        self.count_delivery = count_delivery
+        self.http = requests.Session()
+        self.http.headers["User-Agent"] = USER_AGENT
+
+    @property
+    def retry_base_seconds(self) -> float:
+        return float(self.app.config.get("ALERT_RETRY_BASE_SECONDS", RETRY_BASE_SECONDS))
+
+    def send_due(self, limit: int = SEND_BATCH, should_stop: Callable[[], bool] = lambda: False) -> int:
+        """Send the alerts that are due now; returns how many were attempted."""
+        with self.app.app_context():
+            try:
+                due = db.session.execute(
+                    sa.select(Alert.id, Alert.next_attempt_at)
+                    .where(Alert.status == "pending", Alert.next_attempt_at <= utcnow())
+                    .order_by(Alert.next_attempt_at, Alert.id)
+                    .limit(limit)
+                ).all()
+                db.session.commit()
+            except SQLAlchemyError as exc:
+                db.session.rollback()
+                log.warning("alert sender: database error: %s", exc.__class__.__name__)
+                return 0
+            attempted = 0
+            for alert_id, seen_next_attempt in due:
+                if should_stop():
+                    break
+                try:
+                    attempted += self._send_one(alert_id, seen_next_attempt)
+                except SQLAlchemyError as exc:
+                    db.session.rollback()
+                    log.warning("alert %s: database error: %s", alert_id, exc.__class__.__name__)
+            return attempted
+
+    def _claim(self, alert_id: int, seen_next_attempt: datetime) -> Alert | None:
+        """Take the alert for one attempt; None if another process took it first."""
+        now = utcnow()
+        taken = db.session.execute(
+            sa.update(Alert)
+            .where(Alert.id == alert_id, Alert.status == "pending", Alert.next_attempt_at == seen_next_attempt)
+            .values(next_attempt_at=now + timedelta(seconds=CLAIM_LEASE_SECONDS), attempts=Alert.attempts + 1)
+            .execution_options(synchronize_session=False)
+        ).rowcount
+        if not taken:
+            db.session.rollback()
+            return None
+        db.session.commit()
+        alert = db.session.get(Alert, alert_id)
+        db.session.commit()  # no transaction stays open while the POST waits
+        return alert
+
+    def _send_one(self, alert_id: int, seen_next_attempt: datetime) -> int:
+        alert = self._claim(alert_id, seen_next_attempt)
+        if alert is None:
+            return 0
+        attempts, url, event, task_id = alert.attempts, alert.url, alert.event, alert.task_id
+        body = json.dumps({"id": alert.id, **alert.payload}, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        with log_context(task_id=task_id, alert_id=alert_id,
+                         run_id=(alert.payload.get("run") or {}).get("id")):
+            result = self.post(url, event, alert_id, body)
+            now = utcnow()
+            owned = [Alert.id == alert_id, Alert.status == "pending", Alert.attempts == attempts]
+            if result.delivered:
+                values: dict[str, Any] = {"status": "delivered", "delivered_at": now, "last_error": ""}
+                outcome = "delivered"
+                log.info("alert %s (%s) delivered to %s", alert_id, event, _where(url))
+            elif attempts >= MAX_ATTEMPTS:
+                values = {"status": "failed", "last_error": result.error[:ERROR_LIMIT]}
+                outcome = "failed"
+                log.error("alert %s (%s) to %s failed %d times, giving up: %s",
+                          alert_id, event, _where(url), attempts, result.error)
+            else:
+                wait = backoff_seconds(attempts, self.retry_base_seconds)
+                values = {"next_attempt_at": now + timedelta(seconds=wait), "last_error": result.error[:ERROR_LIMIT]}
+                outcome = "retrying"
+                log.warning("alert %s (%s) to %s failed (attempt %d of %d): %s; again in %.3gs",
+                            alert_id, event, _where(url), attempts, MAX_ATTEMPTS, result.error, wait)
+            db.session.execute(
+                sa.update(Alert).where(*owned).values(**values).execution_options(synchronize_session=False)
+            )
+            db.session.commit()
+        self.count_delivery(outcome)
+        return 1
+
+    def post(self, url: str, event: str, alert_id: int, body: bytes) -> DeliveryResult:
+        timestamp = str(int(time.time()))
+        headers = {
+            "Content-Type": "application/json",
+            EVENT_HEADER: event,
+            DELIVERY_HEADER: str(alert_id),
+            TIMESTAMP_HEADER: timestamp,
+        }
+        secret = self.app.config.get("ALERT_WEBHOOK_SECRET")
+        if secret:
+            headers[SIGNATURE_HEADER] = signature(secret, timestamp, body)
+        try:
+            with self.http.post(
+                url, data=body, headers=headers, timeout=(CONNECT_TIMEOUT_SECONDS, READ_TIMEOUT_SECONDS),
+                allow_redirects=False, stream=True,
+            ) as response:
+                status = response.status_code
+        except requests.RequestException as exc:
+            return DeliveryResult(False, _describe_error(exc))
+        if 200 <= status < 300:
+            return DeliveryResult(True)
+        return DeliveryResult(False, f"HTTP {status}")
+
+    def close(self) -> None:
+        self.http.close()

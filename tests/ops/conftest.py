@@ -1,0 +1,90 @@
+"""Fixtures for the operations tests: the real engine in this process, and a real webhook receiver."""
+from __future__ import annotations
+
+import time
+
+import pytest
+import sqlalchemy as sa
+
+from scheduler_service import ops
+from scheduler_service.extensions import db, scheduler
+from scheduler_service.models import Run, Task
+from ops_helpers import WEBHOOK_SECRET, Webhook
+
+
+@pytest.fixture
+def app_config() -> dict:
+    return {
+        "SCHEDULER_TICK_SECONDS": 1, "RUN_LEASE_SECONDS": 3,
+        "ALERT_WEBHOOK_SECRET": WEBHOOK_SECRET, "ALERT_RETRY_BASE_SECONDS": 0.2,
+    }
+
+
+@pytest.fixture
+def engine(app):
+    """The scheduler running in this process against the test database (its ops jobs stopped with it)."""
+    running = scheduler.start(app)
+    yield running
+    scheduler.stop(app, 0)
+    ops.stop_jobs(app)
+
+
+@pytest.fixture
+def make_task(client):
+    """POST a task (by default yearly: it runs when a test says so); returns its JSON."""
+
+    def make(**fields):
+        body = {"name": f"task-{time.monotonic_ns()}", "cron_expression": "0 0 1 1 *",
+                "action": {"type": "shell", "command": "true"}}
+        body.update(fields)
+        response = client.post("/api/tasks/", json=body)
+        assert response.status_code == 201, response.get_json()
+        return response.get_json()
+
+    return make
+
+
+@pytest.fixture
+def runs_of(app):
+    def runs(task_id: int) -> list[Run]:
+        with app.app_context():
+            rows = db.session.scalars(sa.select(Run).where(Run.task_id == task_id).order_by(Run.id)).all()
+            db.session.expunge_all()
+            return list(rows)
+
+    return runs
+
+
+@pytest.fixture
+def set_task(app):
+    """Write columns of a task directly (what the API cannot: e.g. a next_run_at in the past)."""
+
+    def update(task_id: int, **values):
+        with app.app_context():
+            db.session.execute(sa.update(Task).where(Task.id == task_id).values(**values))
+            db.session.commit()
+
+    return update
+
+
+def _wait_until(predicate, timeout: float = 15.0, interval: float = 0.05):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        time.sleep(interval)
+
+
+@pytest.fixture
+def wait_until():
+    return _wait_until
+
+
+@pytest.fixture
+def webhook():
+    server = Webhook()
+    yield server
+    server.close()
