@@ -189,8 +189,47 @@ def run_forked(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     return value
 
 
+def code_digest() -> str:
+    """A short fingerprint of the service's code as this process found it (the tree may change between runs).
+
+    sha256 over every scheduler_service/**/*.py file's path and bytes, plus the newest file time.
+    """
+    import hashlib
+
+    root = Path(__file__).resolve().parent.parent / "scheduler_service"
+    digest = hashlib.sha256()
+    newest = 0.0
+    for path in sorted(root.rglob("*.py")):
+        digest.update(str(path.relative_to(root)).encode())
+        digest.update(path.read_bytes())
+        newest = max(newest, path.stat().st_mtime)
+    return f"{digest.hexdigest()[:12]} (newest file {datetime.fromtimestamp(newest, timezone.utc):%Y-%m-%d %H:%M} UTC)"
+
+
+CODE_AT_START = code_digest()
+
+
+def wait_for_server(process, url: str, log_path: Path, timeout: float = 60.0) -> None:
+    """Wait until ``url`` answers; if the server exits or never answers, fail with the end of its log."""
+    import urllib.request
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if process.poll() is not None:
+            break
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                response.read()
+                return
+        except OSError:
+            time.sleep(0.1)
+    tail = log_path.read_text(errors="replace").strip().splitlines()[-8:] if log_path.exists() else []
+    raise RuntimeError(f"server at {url} did not answer (exit code {process.poll()}): " + " | ".join(tail))
+
+
 def emit(result: dict[str, Any]) -> None:
     """Hand the result to bench.run (the last marked line of stdout)."""
+    result.setdefault("code", CODE_AT_START)
     sys.stdout.write(RESULT_MARK + json.dumps(result, default=str) + "\n")
     sys.stdout.flush()
 

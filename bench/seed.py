@@ -114,7 +114,7 @@ def new_year_epoch() -> float:
 
 
 def wait_margin(n: int) -> float:
-    return 3.0 + n / 20000
+    return 1.5 + n / 5000
 
 
 def timedelta_s(delta: timedelta) -> float:

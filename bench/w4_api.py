@@ -22,7 +22,7 @@ import urllib.request
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from .common import emit, psycopg_conninfo, quiet_logs, run_forked, scratch_database
+from .common import emit, psycopg_conninfo, quiet_logs, run_forked, scratch_database, wait_for_server
 from .seed import seed_tasks
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -158,7 +158,8 @@ def _get(url: str, token: str) -> None:
         response.read()
 
 
-def measure(kind: str, tasks: int, runs: int, deep: int, duration: float, connections: int, workers: int) -> dict:
+def measure(kind: str, tasks: int, runs: int, deep: int, duration: float, connections: int, workers: int,
+            profile_dir: str | None = None) -> dict:
     from scheduler_service.api.pagination import encode_cursor
 
     result = {"scheduler": "ours", "workload": "W4", "db": kind, "tasks": tasks, "runs": runs, "deep": deep,
@@ -169,10 +170,13 @@ def measure(kind: str, tasks: int, runs: int, deep: int, duration: float, connec
         result["load"] = {"tasks_s": round(time.time() - began, 1), **run_forked(load_runs, scratch.url, tasks, runs)}
         env = {**os.environ, "DATABASE_URL": scratch.url, "SCHEDULER_ENABLED": "false", "PYTHONPATH": str(ROOT)}
         port = 19000 + os.getpid() % 1000
-        server = subprocess.Popen(
-            [str(VENV_BIN / "gunicorn"), "-w", str(workers), "-b", f"127.0.0.1:{port}", "--timeout", "120", "wsgi:app"],
-            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
+        server_log = scratch.directory / "gunicorn.log"
+        with open(server_log, "wb") as log_file:
+            server = subprocess.Popen(
+                [str(VENV_BIN / "gunicorn"), "-w", str(workers), "-b", f"127.0.0.1:{port}", "--timeout", "120",
+                 "wsgi:app"],
+                cwd=ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT,
+            )
         base = f"http://127.0.0.1:{port}/api"
         endpoints = {
             "tasks ?limit=50": f"{base}/tasks/?limit=50",
@@ -182,12 +186,7 @@ def measure(kind: str, tasks: int, runs: int, deep: int, duration: float, connec
             "stats": f"{base}/stats/",
         }
         try:
-            for _ in range(300):
-                try:
-                    _get(f"{base}/health", token)
-                    break
-                except OSError:
-                    time.sleep(0.1)
+            wait_for_server(server, f"{base}/health", server_log)
             results = {}
             for name, url in endpoints.items():
                 for _ in range(3):
@@ -197,7 +196,70 @@ def measure(kind: str, tasks: int, runs: int, deep: int, duration: float, connec
         finally:
             server.send_signal(signal.SIGTERM)
             server.wait(60)
+        result["in_process_ms"] = _in_process(scratch.url, token, endpoints, profile_dir)
+        if kind == "postgresql":
+            result["explain_ms"] = _explain(scratch.url, tasks, runs, deep)
     return result
+
+
+def _in_process(url: str, token: str, endpoints: dict[str, str], profile_dir: str | None) -> dict:
+    """Each request once more, inside this process (Flask test client): wall time, and a cProfile if asked."""
+    import cProfile
+
+    from .seed import make_app
+
+    app = make_app(url)
+    client = app.test_client()
+    headers = {"Authorization": f"Bearer {token}"}
+    timings = {}
+    for name, full_url in endpoints.items():
+        path = full_url.split("127.0.0.1", 1)[1].split("/", 1)[1]
+        path = "/" + path
+        client.get(path, headers=headers)
+        began = time.perf_counter()
+        for _ in range(5):
+            client.get(path, headers=headers)
+        timings[name] = round((time.perf_counter() - began) / 5 * 1000, 2)
+        if profile_dir:
+            profiler = cProfile.Profile()
+            profiler.enable()
+            for _ in range(5):
+                client.get(path, headers=headers)
+            profiler.disable()
+            slug = re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
+            profiler.dump_stats(str(Path(profile_dir) / f"w4_{slug}.pstat"))
+    return timings
+
+
+def _explain(url: str, tasks: int, runs: int, deep: int) -> dict:
+    """The database's own time for the SQL behind each endpoint (EXPLAIN ANALYZE), in ms."""
+    import psycopg
+
+    queries = {
+        "tasks page": "SELECT * FROM task ORDER BY id LIMIT 51",
+        "one task's parents (x50 per tasks page)": (
+            "SELECT task.* FROM task, task_dependency WHERE task_dependency.child_id = 7 "
+            "AND task.id = task_dependency.parent_id ORDER BY task.id"),
+        "logs first page": "SELECT * FROM run LEFT OUTER JOIN task ON task.id = run.task_id ORDER BY run.id DESC LIMIT 51",
+        "logs deep page": (f"SELECT * FROM run LEFT OUTER JOIN task ON task.id = run.task_id WHERE run.id < {runs - deep} "
+                           "ORDER BY run.id DESC LIMIT 51"),
+        "logs by task": (f"SELECT * FROM run LEFT OUTER JOIN task ON task.id = run.task_id WHERE run.task_id = {tasks // 2} "
+                         "ORDER BY run.id DESC LIMIT 51"),
+        "stats: runs by status": "SELECT status, count(*) FROM run GROUP BY status",
+        "stats: avg duration": "SELECT avg(duration_seconds) FROM run WHERE finished_at IS NOT NULL",
+        "stats: tasks by status": "SELECT status, count(*) FROM task GROUP BY status",
+        "stats: task counts": "SELECT count(*), count(*) FILTER (WHERE enabled) FROM task",
+        "stats: next runs": "SELECT id, name, next_run_at FROM task WHERE enabled AND next_run_at IS NOT NULL "
+                            "ORDER BY next_run_at, id LIMIT 10",
+    }
+    out = {}
+    with psycopg.connect(psycopg_conninfo(url)) as connection:
+        for name, sql in queries.items():
+            connection.execute(sql).fetchall()  # warm the cache as the load test did
+            plan = connection.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + sql).fetchone()[0][0]
+            out[name] = {"ms": round(plan["Execution Time"] + plan["Planning Time"], 2),
+                         "plan": plan["Plan"]["Node Type"]}
+    return out
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -209,9 +271,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--duration", type=float, default=10)
     parser.add_argument("--connections", type=int, default=2)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--profile-dir", help="also cProfile each request in-process and write .pstat files here")
     args = parser.parse_args(argv)
     quiet_logs()
-    emit(measure(args.db, args.tasks, args.runs, args.deep, args.duration, args.connections, args.workers))
+    emit(measure(args.db, args.tasks, args.runs, args.deep, args.duration, args.connections, args.workers,
+                 args.profile_dir))
 
 
 if __name__ == "__main__":

@@ -36,21 +36,25 @@ def measure(kind: str, n: int, processes: int, workers: int, action: str, timeou
     import sqlalchemy as sa
 
     with scratch_database(kind, "w5") as scratch:
-        margin = 6.0 + 2.0 * processes + n / 20000
+        margin = 2.0 + 1.0 * processes + n / 5000
         t0 = run_forked(seed_tasks, scratch.url, "burst", n, action=action, margin=margin)["t0"]
         env = {**os.environ, "DATABASE_URL": scratch.url, "SCHEDULER_MAX_WORKERS": str(workers),
                "PYTHONPATH": str(ROOT)}
+        logs = [open(scratch.directory / f"scheduler-{index}.log", "w+b") for index in range(processes)]
         children = [
             subprocess.Popen([str(VENV_BIN / "flask"), "--app", "wsgi", "run-scheduler"], cwd=ROOT, env=env,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-            for _ in range(processes)
+                             stdout=log, stderr=subprocess.STDOUT)
+            for log in logs
         ]
         handles = [psutil.Process(child.pid) for child in children]
         counter = FinishedCounter(scratch.url)
         try:
             sleep_until(t0 - 0.3)
-            if any(child.poll() is not None for child in children):
-                raise SystemExit("a scheduler process died before t0")
+            for child, log in zip(children, logs):
+                if child.poll() is not None:
+                    log.seek(0)
+                    tail = log.read().decode(errors="replace").strip().splitlines()[-5:]
+                    raise SystemExit(f"a scheduler process exited ({child.returncode}) before t0: " + " | ".join(tail))
             cpu_before = [_cpu(handle) for handle in handles]
             db_before = postgres_cpu_seconds() if kind == "postgresql" else 0.0
             sleep_until(t0)
@@ -76,6 +80,12 @@ def measure(kind: str, n: int, processes: int, workers: int, action: str, timeou
                     child.wait(60)
                 except subprocess.TimeoutExpired:
                     child.kill()
+            log_lines = []
+            for log in logs:
+                log.seek(0)
+                log_lines += [line for line in log.read().decode(errors="replace").splitlines()
+                              if "WARNING" in line or "ERROR" in line or "Traceback" in line]
+                log.close()
         engine = sa.create_engine(scratch.url)
         with engine.connect() as connection:
             rows = connection.execute(sa.text(
@@ -93,7 +103,9 @@ def measure(kind: str, n: int, processes: int, workers: int, action: str, timeou
     result = {
         "scheduler": "ours", "workload": "W5", "db": kind, "n": n, "processes": processes, "workers": workers,
         "action": action, "runs": len(rows), "statuses": statuses, "duplicate_slots": duplicates,
-        "runs_per_process": sorted(owners.values(), reverse=True), "complete": done_at is not None,
+        "runs_per_process": sorted(owners.values(), reverse=True) + [0] * (processes - len(owners)),
+        "scheduler_log_warnings": len(log_lines), "scheduler_log_sample": log_lines[:5],
+        "complete": done_at is not None,
         "makespan_s": round(done_at - t0, 3) if done_at else None,
         "lag_ms": summary_ms(lags),
         "cpu_s": {"schedulers": round(sum(a - b for a, b in zip(cpu_after, cpu_before)), 2),

@@ -15,7 +15,8 @@ def postgres_schema():
     if not BASE_POSTGRES_URL:
         yield None
         return
-    engine = sa.create_engine(BASE_POSTGRES_URL)
+    # pre_ping: a test may restart the server (tests/process/test_database_outage.py).
+    engine = sa.create_engine(BASE_POSTGRES_URL, pool_pre_ping=True)
     with engine.begin() as connection:
         connection.execute(sa.text(f"CREATE SCHEMA IF NOT EXISTS {POSTGRES_SCHEMA}"))
     yield POSTGRES_SCHEMA
