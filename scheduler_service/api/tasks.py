@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 from flask.views import MethodView
+from sqlalchemy.orm import selectinload
 
 from .. import services
 from ..models import Task
@@ -23,7 +24,8 @@ class Tasks(MethodView):
     @blp.response(200, TaskPageSchema)
     def get(self, args):
         """List tasks, oldest first."""
-        query = sa.select(Task)
+        # depends_on comes from the parents: load them for the whole page in one query.
+        query = sa.select(Task).options(selectinload(Task.parents))
         if "enabled" in args:
             query = query.where(Task.enabled == args["enabled"])
         if "status" in args:

@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 
 # While a dependency gate waits, look again soon: its parent may finish in another process.
 WAITING_RECHECK_SECONDS = 1.0
+BACKLOG_RECHECK_SECONDS = 0.02
 RECORD_RETRY_SECONDS = (0.5, 1, 2, 4, 8, 15, 30)
 # Outcomes recorded in one transaction at most.
 RECORD_BATCH = 256
@@ -190,6 +191,10 @@ class Engine:
             target = min(target, now + (report.next_due_at - self.clock()))
         if report.waiting:
             target = min(target, now + timedelta(seconds=WAITING_RECHECK_SECONDS))
+        if report.lost_claims or (report.saturated and self.in_flight_count() < self.max_claimed):
+            # Due work is left (another process took what we saw, or we had no room
+            # then): look again at once rather than at the next future slot.
+            target = min(target, now + timedelta(seconds=BACKLOG_RECHECK_SECONDS))
         if self.stopping.is_set():
             return
         try:
