@@ -174,8 +174,9 @@ def test_create_a_task_see_an_error_toggle_it_run_it_and_read_its_output(page, l
     assert page.input_value("#shell_command") == "printf 'report ready\\n'; echo second line"  # input kept
     shoot(page, "02-validation-error")
 
-    page.fill("#cron_expression", "*/5 * * * *")
-    page.wait_for_selector("#schedule-preview:has-text('Every 5 minutes')")
+    # A schedule that cannot fire during the test: the one run below is the manual one.
+    page.fill("#cron_expression", "30 2 1 1 *")
+    page.wait_for_selector("#schedule-preview:has-text('02:30 AM')")
     page.click("button:has-text('Create task')")
     page.wait_for_selector("h1:has-text('nightly-report')")
     assert "created" in page.locator(".flash-success").inner_text()
@@ -214,7 +215,7 @@ def test_create_a_task_see_an_error_toggle_it_run_it_and_read_its_output(page, l
 
     page.click("h1 a:has-text('nightly-report')")  # the task's own page: its schedule, stats and runs
     assert page.locator("tr[data-run] .badge-success").count() == 1
-    assert "Every 5 minutes" in page.locator("main").inner_text()
+    assert "At 02:30 AM, on day 1 of the month, only in January" in page.locator("main").inner_text()
     shoot(page, "07-task-page")
 
     page.click("nav >> text=Dashboard")
