@@ -9,6 +9,9 @@ from appfactory import BASE_POSTGRES_URL, DATABASES, POSTGRES_SCHEMA, database_u
 from scheduler_service.auth import issue_token
 from scheduler_service.extensions import db
 
+# Engine fixtures (runs_of, task_row, wait_until, gone) for tests/engine and tests/ops.
+pytest_plugins = ("engine_fixtures",)
+
 
 @pytest.fixture(scope="session", autouse=True)
 def postgres_schema():

@@ -8,7 +8,7 @@ import sqlalchemy as sa
 
 from scheduler_service import ops
 from scheduler_service.extensions import db, scheduler
-from scheduler_service.models import Run, Task
+from scheduler_service.models import Task
 from ops_helpers import WEBHOOK_SECRET, Webhook
 
 
@@ -45,17 +45,6 @@ def make_task(client):
 
 
 @pytest.fixture
-def runs_of(app):
-    def runs(task_id: int) -> list[Run]:
-        with app.app_context():
-            rows = db.session.scalars(sa.select(Run).where(Run.task_id == task_id).order_by(Run.id)).all()
-            db.session.expunge_all()
-            return list(rows)
-
-    return runs
-
-
-@pytest.fixture
 def set_task(app):
     """Write columns of a task directly (what the API cannot: e.g. a next_run_at in the past)."""
 
@@ -65,22 +54,6 @@ def set_task(app):
             db.session.commit()
 
     return update
-
-
-def _wait_until(predicate, timeout: float = 15.0, interval: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        time.sleep(interval)
-
-
-@pytest.fixture
-def wait_until():
-    return _wait_until
 
 
 @pytest.fixture
