@@ -10,10 +10,10 @@ from typing import Any
 
 import marshmallow as ma
 import sqlalchemy as sa
-from sqlalchemy.orm import joinedload, selectinload
 from werkzeug.datastructures import MultiDict
 from werkzeug.exceptions import HTTPException
 
+from .. import listing
 from ..api.pagination import paginate
 from ..database import db
 from ..models import Run, Task
@@ -59,26 +59,13 @@ def run_filters(query: MultiDict) -> Filters:
 
 def task_page(args: dict[str, Any]) -> dict[str, Any]:
     """One page of tasks, oldest first (``{"items", "next_cursor"}``)."""
-    query = sa.select(Task).options(selectinload(Task.parents))
-    if "enabled" in args:
-        query = query.where(Task.enabled == args["enabled"])
-    if "status" in args:
-        query = query.where(Task.status == args["status"])
-    if args.get("q"):
-        query = query.where(Task.name.ilike(f"%{_escape_like(args['q'])}%", escape="\\"))
+    query = listing.task_query(args)
     return _page(query, Task.id, args, newest_first=False)
 
 
 def run_page(args: dict[str, Any]) -> dict[str, Any]:
     """One page of the execution log, newest first."""
-    query = sa.select(Run).options(joinedload(Run.task))
-    for name in ("task_id", "status", "trigger"):
-        if name in args:
-            query = query.where(getattr(Run, name) == args[name])
-    if "since" in args:
-        query = query.where(Run.started_at >= args["since"])
-    if "until" in args:
-        query = query.where(Run.started_at <= args["until"])
+    query = listing.run_query(args)
     return _page(query, Run.id, args, newest_first=True)
 
 
@@ -121,10 +108,6 @@ def _page(query: sa.Select, id_column: Any, args: dict[str, Any], newest_first: 
     except HTTPException:
         # A cursor we did not give out (edited by hand): start from the first page.
         return paginate(query, id_column, limit=args["limit"], cursor=None, newest_first=newest_first)
-
-
-def _escape_like(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 def _texts(messages: Any) -> list[str]:

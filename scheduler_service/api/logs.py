@@ -1,11 +1,10 @@
 """The execution log: one entry per run attempt, newest first."""
 from __future__ import annotations
 
-import sqlalchemy as sa
 from flask.views import MethodView
 from flask_smorest import abort
-from sqlalchemy.orm import joinedload
 
+from .. import listing
 from ..extensions import db
 from ..models import Run
 from ..schemas import INT_MAX, RunPageSchema, RunQueryArgsSchema, RunSchema
@@ -21,14 +20,7 @@ class Logs(MethodView):
     @blp.response(200, RunPageSchema)
     def get(self, args):
         """List runs, newest first."""
-        query = sa.select(Run).options(joinedload(Run.task))
-        for field in ("task_id", "status", "trigger"):
-            if field in args:
-                query = query.where(getattr(Run, field) == args[field])
-        if "since" in args:
-            query = query.where(Run.started_at >= args["since"])
-        if "until" in args:
-            query = query.where(Run.started_at <= args["until"])
+        query = listing.run_query(args)
         return paginate(query, Run.id, limit=args["limit"], cursor=args["cursor"], newest_first=True)
 
 

@@ -1,11 +1,9 @@
 """Tasks: list, create, read, replace, change, delete, toggle, run now."""
 from __future__ import annotations
 
-import sqlalchemy as sa
 from flask.views import MethodView
-from sqlalchemy.orm import selectinload
 
-from .. import services
+from .. import listing, services
 from ..models import Task
 from ..schemas import RunSchema, TaskPageSchema, TaskQueryArgsSchema, TaskSchema, TaskUpdateSchema
 from .blueprint import Blueprint
@@ -14,24 +12,13 @@ from .pagination import paginate
 blp = Blueprint("tasks", __name__, url_prefix="/api/tasks", description="Scheduled tasks")
 
 
-def _escape_like(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-
-
 @blp.route("/")
 class Tasks(MethodView):
     @blp.arguments(TaskQueryArgsSchema, location="query")
     @blp.response(200, TaskPageSchema)
     def get(self, args):
         """List tasks, oldest first."""
-        # depends_on comes from the parents: load them for the whole page in one query.
-        query = sa.select(Task).options(selectinload(Task.parents))
-        if "enabled" in args:
-            query = query.where(Task.enabled == args["enabled"])
-        if "status" in args:
-            query = query.where(Task.status == args["status"])
-        if args.get("q"):
-            query = query.where(Task.name.ilike(f"%{_escape_like(args['q'])}%", escape="\\"))
+        query = listing.task_query(args)
         return paginate(query, Task.id, limit=args["limit"], cursor=args["cursor"], newest_first=False)
 
     @blp.arguments(TaskSchema)
