@@ -15,6 +15,10 @@ run: install
 test: install-test
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+bench: install-test  ## against APScheduler; see BENCHMARKS.md (W4 also needs `apt-get install wrk`)
+	$(BIN)/pip install --quiet -e '.[bench]'
+	$(BIN)/python -m bench.run --quick
+
 install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test
 

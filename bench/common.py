@@ -123,19 +123,24 @@ def rss_mb(pid: int | None = None) -> float:
     return math.nan
 
 
-def postgres_cpu_seconds() -> float:
-    """CPU seconds used so far by every PostgreSQL server process (all databases: an approximation)."""
+def postgres_cpu_seconds() -> dict[int, float]:
+    """CPU seconds used so far by each PostgreSQL server process, by pid (all databases: an approximation)."""
     import psutil
 
-    total = 0.0
+    seconds: dict[int, float] = {}
     for process in psutil.process_iter(["name"]):
         try:
             if process.info["name"] and process.info["name"].startswith("postgres"):
                 times = process.cpu_times()
-                total += times.user + times.system
+                seconds[process.pid] = times.user + times.system
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
-    return total
+    return seconds
+
+
+def postgres_cpu_delta(before: dict[int, float], after: dict[int, float]) -> float:
+    """CPU the server used between two readings: backends that exited meanwhile are not counted (an undercount)."""
+    return sum(value - before.get(pid, 0.0) for pid, value in after.items())
 
 
 # --- statistics ------------------------------------------------------------------------

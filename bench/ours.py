@@ -18,7 +18,6 @@ import subprocess
 import sys
 import time
 import urllib.request
-from datetime import timezone
 from pathlib import Path
 
 from . import actions

@@ -23,7 +23,7 @@ from typing import Any
 
 from . import actions
 from .common import (cpu_delta, cpu_seconds, emit, peak_rss_mb, quiet_logs, rss_mb, run_forked, scratch_database,
-                     sleep_until, summary_ms, utc)
+                     summary_ms, utc)
 from .seed import INSERT_CHUNK, new_year_epoch, spread_slot, wait_margin
 
 MISFIRE_GRACE = 3600
@@ -47,7 +47,6 @@ def seed_jobs(url: str, shape: str, n: int, action: str = "python", margin: floa
     """Fill the job store with ``n`` jobs; returns ``{"t0": epoch}`` (see bench.seed for the shapes)."""
     import math
 
-    import sqlalchemy as sa
     from apscheduler.job import Job
     from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
     from apscheduler.triggers.cron import CronTrigger

@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import shlex
 import shutil
 import sqlite3
@@ -41,8 +42,8 @@ SIZES: dict[str, dict[str, Any]] = {
         "W5": {"n": 10_000, "processes": [1, 2, 4], "timeout": 120},
     },
     "quick": {
-        "W1": {"n": 300, "timeout": 30, "dbs": ["sqlite"], "actions": ["python", "shell"]},
-        "W2": {"n": 30, "span": 10},
+        "W1": {"n": 200, "timeout": 30, "dbs": ["sqlite"], "actions": ["python", "shell"]},
+        "W2": {"n": 24, "span": 8},
         "W3": {"tick_ns": [1_000, 10_000], "tick_repeat": 50, "rss_n": 10_000, "settle": 0.5},
         "W4": {"tasks": 5_000, "runs": 100_000, "deep": 50_000, "duration": 1, "dbs": ["postgresql"]},
         "W5": {"n": 100, "processes": [1, 2, 4], "timeout": 30},
@@ -321,10 +322,17 @@ def w5(sizes: dict, env: dict, repeat: int) -> tuple[str, dict]:
                      fmt(max(ours[0].get("peak_rss_mb") or [0])) if "error" not in ours[0] else "-",
                      str(spread) if spread else "-", ratio(med(ours, "runs_per_s"), peer_rate)])
     errors = _errors(sum((v for v in raw.values()), []))
+    notes = []
+    for key, results in raw.items():
+        for result in results:
+            if result.get("scheduler_log_warnings"):
+                sample = re.sub(r"^\S+ \S+ ", "", result["scheduler_log_sample"][0])[:200]
+                notes.append(f"{key}: {result['scheduler_log_warnings']} warnings in the scheduler logs, e.g. `{sample}`")
     text = (f"**W5 processes: the W1 burst ({size['n']:,} tasks, python no-op) on PostgreSQL, "
             f"{WORKERS} workers per process, cut off at {size['timeout']} s; median of {repeat}**\n\n"
             + table(["scheduler", "makespan (s)", "runs/s", "lag p50 (ms)", "lag p99 (ms)", "CPU s (schedulers)",
                      "CPU s (postgres)", "peak RSS/process (MB)", "runs per process", "rate / APScheduler"], rows)
+            + ("\n\n" + "  \n".join(notes) if notes else "")
             + ("\n\nerrors: " + "; ".join(errors) if errors else ""))
     return text, raw
 

@@ -19,7 +19,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from .common import emit, psycopg_conninfo, quiet_logs, run_forked, scratch_database, wait_for_server

@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from .common import emit, postgres_cpu_seconds, quiet_logs, run_forked, scratch_database, sleep_until, summary_ms
+from .common import emit, postgres_cpu_delta, postgres_cpu_seconds, quiet_logs, run_forked, scratch_database, sleep_until, summary_ms
 from .ours import FinishedCounter
 from .seed import seed_tasks
 
@@ -36,7 +36,7 @@ def measure(kind: str, n: int, processes: int, workers: int, action: str, timeou
     import sqlalchemy as sa
 
     with scratch_database(kind, "w5") as scratch:
-        margin = 2.0 + 1.0 * processes + n / 5000
+        margin = 1.5 + 0.75 * processes + n / 5000
         t0 = run_forked(seed_tasks, scratch.url, "burst", n, action=action, margin=margin)["t0"]
         env = {**os.environ, "DATABASE_URL": scratch.url, "SCHEDULER_MAX_WORKERS": str(workers),
                "PYTHONPATH": str(ROOT)}
@@ -56,7 +56,7 @@ def measure(kind: str, n: int, processes: int, workers: int, action: str, timeou
                     tail = log.read().decode(errors="replace").strip().splitlines()[-5:]
                     raise SystemExit(f"a scheduler process exited ({child.returncode}) before t0: " + " | ".join(tail))
             cpu_before = [_cpu(handle) for handle in handles]
-            db_before = postgres_cpu_seconds() if kind == "postgresql" else 0.0
+            db_before = postgres_cpu_seconds() if kind == "postgresql" else {}
             sleep_until(t0)
             done_at = None
             deadline = t0 + timeout
@@ -66,7 +66,7 @@ def measure(kind: str, n: int, processes: int, workers: int, action: str, timeou
                     break
                 time.sleep(0.05)
             cpu_after = [_cpu(handle) for handle in handles]
-            db_after = postgres_cpu_seconds() if kind == "postgresql" else 0.0
+            db_after = postgres_cpu_seconds() if kind == "postgresql" else {}
             peaks = []
             for handle in handles:
                 with open(f"/proc/{handle.pid}/status") as status:
@@ -109,7 +109,7 @@ def measure(kind: str, n: int, processes: int, workers: int, action: str, timeou
         "makespan_s": round(done_at - t0, 3) if done_at else None,
         "lag_ms": summary_ms(lags),
         "cpu_s": {"schedulers": round(sum(a - b for a, b in zip(cpu_after, cpu_before)), 2),
-                  "postgres": round(db_after - db_before, 2)},
+                  "postgres": round(postgres_cpu_delta(db_before, db_after), 2)},
         "peak_rss_mb": peaks,
     }
     if done_at:
