@@ -109,7 +109,9 @@ def test_child_with_cron_waits_for_a_running_parent_then_runs(engine, client, ma
     parent_run = runs_of(parent["id"])[0]
     assert runs[0].status == "success"
     assert runs[0].started_at >= parent_run.finished_at
-    assert not [run for run in runs_of(child["id"]) if run.status == "skipped"]
+    # It waited for the parent instead of skipping for it (a busy machine may still skip a
+    # slot of the every-second child while its own previous run is active: that is forbid).
+    assert not [run for run in runs_of(child["id"]) if run.status == "skipped" and "parent" in run.message]
 
 
 def test_dependency_only_child_runs_once_after_all_parents_succeed(engine, client, make_task, runs_of, wait_until):
