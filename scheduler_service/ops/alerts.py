@@ -41,7 +41,7 @@ from ..database import db
 from ..engine.tick import ClaimedRun, FinishedRun, SkippedSlot
 from ..models import Run, Task, task_dependencies
 from ..schemas import DEFAULT_NOTIFY_EVENTS
-from .logging import log_context
+from ..logcontext import log_context
 from .models import Alert
 
 log = logging.getLogger(__name__)

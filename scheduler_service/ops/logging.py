@@ -24,7 +24,7 @@ from typing import Any
 
 from flask import Flask, g, request, request_started
 
-from ..logcontext import _context, current_context, log_context  # noqa: F401  (re-exported)
+from ..logcontext import _context
 
 #: The fields a log line carries when they apply.
 CONTEXT_FIELDS = ("request_id", "task_id", "run_id", "attempt", "alert_id")

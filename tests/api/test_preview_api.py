@@ -3,7 +3,7 @@
 The preview stores nothing, so these tests share one app (see api_helpers.shared_client)."""
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 import pytest
 

@@ -8,7 +8,7 @@ import sqlalchemy as sa
 
 from scheduler_service.clock import utcnow
 from scheduler_service.extensions import db
-from scheduler_service.models import Run, SchedulerState, Task
+from scheduler_service.models import Task
 
 EVERY_SECOND = "* * * * * *"
 

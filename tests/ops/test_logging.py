@@ -9,7 +9,8 @@ import pytest
 
 from ops_helpers import WEBHOOK_SECRET
 from scheduler_service.config import ConfigError, load_settings
-from scheduler_service.ops.logging import log_context, redact
+from scheduler_service.logcontext import log_context
+from scheduler_service.ops.logging import redact
 
 log = logging.getLogger("tests.ops.logging")
 
