@@ -72,7 +72,6 @@ class Engine:
         self.pool = ThreadPoolExecutor(self.max_workers, thread_name_prefix="scheduler-run")
         self.timer = BackgroundScheduler(timezone=timezone.utc)
         self.stopping = threading.Event()
-        self.last_report: TickReport | None = None
         self._in_flight: dict[int, threading.Event] = {}
         self._lock = threading.Lock()
         self._wake_requested = threading.Event()
@@ -173,7 +172,6 @@ class Engine:
                 report = tick(now, owner=self.owner, capacity=capacity, mark=mark)
             if mark and not report.errors:
                 self._last_mark = started
-            self.last_report = report
             for claimed in report.claimed:
                 self._submit(claimed)
                 events.run_started.send(self.app, run=claimed, started_at=now)

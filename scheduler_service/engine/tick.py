@@ -174,7 +174,9 @@ def tick(now: datetime, *, owner: str, capacity: int, mark: bool = True) -> Tick
             report.saturated = True
             break
         _guarded(report, claim_step, now, owner, free, report)
-    report.next_due_at = _guarded(report, earliest_due, now)
+    if not report.saturated:
+        # When saturated, the next tick comes as soon as runs are recorded: no need to look ahead.
+        report.next_due_at = _guarded(report, earliest_due, now)
     return report
 
 
