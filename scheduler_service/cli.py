@@ -9,6 +9,7 @@ from flask import Flask, current_app
 from flask.cli import with_appcontext
 
 from . import auth
+from .config import ConfigError
 from .extensions import db, scheduler
 from .models import ApiToken
 
@@ -20,7 +21,10 @@ def run_scheduler_command() -> None:
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         logging.getLogger("apscheduler").setLevel(logging.WARNING)
-    scheduler.run_forever(current_app._get_current_object())
+    try:
+        scheduler.run_forever(current_app._get_current_object())
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 @click.command("create-token")

@@ -117,6 +117,9 @@ SETTINGS: dict[str, tuple[str, Callable[[str], Any], Any]] = {
     "SCHEDULER_TICK_SECONDS": ("SCHEDULER_TICK_SECONDS", _seconds(ONE_DAY), 60.0),
     "SCHEDULER_MAX_WORKERS": ("SCHEDULER_MAX_WORKERS", _integer(1, 1024), 8),
     "SHELL_ACTIONS_ENABLED": ("SHELL_ACTIONS_ENABLED", _boolean, True),
+    # auto: a cgroup per shell run where the machine allows it, else process groups only.
+    "SHELL_CONTAINMENT": ("SHELL_CONTAINMENT", _choice("auto", "cgroup", "process-group"), "auto"),
+    "SHELL_MAX_PROCESSES": ("SHELL_MAX_PROCESSES", _integer(1, 4194304), 1024),
     "RUN_OUTPUT_LIMIT_BYTES": ("RUN_OUTPUT_LIMIT_BYTES", _integer(1, 2**30), 65536),
     "RUN_LEASE_SECONDS": ("RUN_LEASE_SECONDS", _seconds(ONE_DAY), 30.0),
     "SCHEDULER_SHUTDOWN_GRACE_SECONDS": ("SCHEDULER_SHUTDOWN_GRACE_SECONDS", _integer(0, 86400), 30),

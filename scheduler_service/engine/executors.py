@@ -10,7 +10,7 @@ Two things end an action early: its timeout (``timed out after 5s``) and the
 caller's ``stop`` event, set at shutdown (``stopped by shutdown``, with
 ``interrupted=True`` so the caller can tell it apart from the action's own
 failure). Either way the action is really stopped, not merely left behind:
-a shell command's whole process group is killed, an HTTP response is no
+a shell command's whole process group (and its cgroup, where it has one) is killed, an HTTP response is no
 longer read, a python call gets ``TimeoutError`` raised inside it.
 
 Output is always the *tail*: the end of a log is where the error is, and memory
@@ -43,6 +43,8 @@ from typing import Any
 
 import requests
 import urllib3
+
+from .containment import RunCgroup, RunCgroups, jailed_command
 
 log = logging.getLogger(__name__)
 
@@ -238,15 +240,31 @@ def _has_exited(proc: subprocess.Popen) -> bool:
         return True
 
 
-def _readable(fd: int, seconds: float) -> bool:
-    """Wait up to ``seconds`` for data or end-of-file on ``fd``.
+def _ready(fds: list[int], seconds: float) -> set[int]:
+    """Wait up to ``seconds`` until some of ``fds`` are readable (data, end-of-file or a process exit).
 
     poll rather than select: select() cannot watch descriptors numbered above
     1023, which a long-running service with many connections may hand out.
     """
+    if not fds:
+        time.sleep(seconds)
+        return set()
     poller = select.poll()
-    poller.register(fd, select.POLLIN)
-    return bool(poller.poll(seconds * 1000))
+    for fd in fds:
+        poller.register(fd, select.POLLIN)
+    return {fd for fd, _ in poller.poll(seconds * 1000)}
+
+
+def _readable(fd: int, seconds: float) -> bool:
+    return fd in _ready([fd], seconds)
+
+
+def _pidfd(pid: int) -> int | None:
+    """A descriptor that becomes readable when ``pid`` exits, where the kernel has them."""
+    try:
+        return os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        return None
 
 
 def _exit_message(code: int) -> str:
@@ -260,19 +278,45 @@ def _exit_message(code: int) -> str:
 
 
 class ShellExecutor(Executor):
-    """``/bin/sh -c command`` in its own process group; stdout and stderr merged.
+    """``/bin/sh -c command`` in its own process group, and in a cgroup of its own when ``cgroups`` is given.
 
-    The whole group is killed when the run ends, however it ends, so background
-    children never outlive their run.
+    stdout and stderr are merged. However the run ends, the whole process group
+    is killed, and the whole cgroup with it: that also reaches children that left
+    the group (``setsid``, double forks), and the cgroup caps how many processes
+    the command may fork.
     """
+
+    def __init__(self, cgroups: RunCgroups | None = None) -> None:
+        self.cgroups = cgroups
 
     def _run(
         self, action: Mapping[str, Any], deadline: float | None, output_limit: int, stop: threading.Event | None
     ) -> Outcome:
+        cgroup = None
+        if self.cgroups is not None:
+            try:
+                cgroup = self.cgroups.create()
+            except OSError as exc:
+                return Outcome(succeeded=False, message=f"cannot create the run's cgroup: {exc}")
+        try:
+            return self._run_contained(action, cgroup, deadline, output_limit, stop)
+        finally:
+            if cgroup is not None:
+                cgroup.remove()
+
+    def _run_contained(
+        self,
+        action: Mapping[str, Any],
+        cgroup: RunCgroup | None,
+        deadline: float | None,
+        output_limit: int,
+        stop: threading.Event | None,
+    ) -> Outcome:
+        command = action["command"]
         env = {**os.environ, **(action.get("env") or {})}
         try:
             proc = subprocess.Popen(
-                ["/bin/sh", "-c", action["command"]],
+                ["/bin/sh", "-c", command] if cgroup is None else jailed_command(cgroup, command),
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
@@ -291,9 +335,17 @@ class ShellExecutor(Executor):
                 # On timeout, on shutdown and after a normal exit alike:
                 # nothing the run started may outlive it.
                 _kill_group(proc.pid)
+                if cgroup is not None:
+                    cgroup.kill_all()  # also what left the group, so the pipe closes at once
             if pipe_open:
                 self._drain(proc.stdout.fileno(), tail)
         exit_code = self._reap(proc)
+        refused = cgroup.refused_forks() if cgroup is not None else 0
+        if refused:
+            tail.write(
+                f"\n[scheduler] fork() failed {refused} times: the run reached its limit of"
+                f" {self.cgroups.max_processes} processes (SHELL_MAX_PROCESSES)\n".encode()
+            )
 
         if reason:
             return _cut_short(reason, output=tail.text(), exit_code=exit_code)
@@ -310,23 +362,30 @@ class ShellExecutor(Executor):
 
         Returns (why it was stopped or None, whether the pipe is still open).
         The loop ends on the shell's exit, not on end-of-file: a background
-        child can keep the pipe open long after the shell is gone.
+        child can keep the pipe open long after the shell is gone. A pidfd
+        wakes the loop the moment the shell exits; without one (Linux < 5.3),
+        the exit is noticed at the next poll.
         """
         fd = proc.stdout.fileno()
+        exit_fd = _pidfd(proc.pid)
         pipe_open = True
-        while not _has_exited(proc):
-            reason = _deadline_or_stop(deadline, stop)
-            if reason:
-                return reason, pipe_open
-            if not pipe_open:  # the shell closed its stdout but runs on
-                time.sleep(_slice(deadline))
-                continue
-            if _readable(fd, _slice(deadline)):
-                chunk = os.read(fd, _READ_CHUNK)
-                if chunk:
-                    tail.write(chunk)
-                else:
-                    pipe_open = False
+        try:
+            while not _has_exited(proc):
+                reason = _deadline_or_stop(deadline, stop)
+                if reason:
+                    return reason, pipe_open
+                watched = [fd] if pipe_open else []
+                if exit_fd is not None:
+                    watched.append(exit_fd)
+                if fd in _ready(watched, _slice(deadline)):
+                    chunk = os.read(fd, _READ_CHUNK)
+                    if chunk:
+                        tail.write(chunk)
+                    else:
+                        pipe_open = False
+        finally:
+            if exit_fd is not None:
+                os.close(exit_fd)
         return None, pipe_open
 
     @staticmethod
@@ -583,16 +642,22 @@ EXECUTORS: dict[str, Executor] = {
 }
 
 
+def executors_with(cgroups: RunCgroups | None) -> dict[str, Executor]:
+    """The executors of an engine whose shell runs get cgroups from ``cgroups`` (None: process groups only)."""
+    return {**EXECUTORS, "shell": ShellExecutor(cgroups)}
+
+
 def execute_action(
     action: Mapping[str, Any],
     *,
     timeout: float | None,
     output_limit: int,
     stop: threading.Event | None = None,
+    executors: Mapping[str, Executor] = EXECUTORS,
 ) -> Outcome:
     """Run ``action`` with the executor its ``type`` names. Never raises."""
     kind = action.get("type") if isinstance(action, Mapping) else None
-    executor = EXECUTORS.get(kind) if isinstance(kind, str) else None
+    executor = executors.get(kind) if isinstance(kind, str) else None
     if executor is None:
         return Outcome(succeeded=False, message=_one_line(f"unknown action type {kind!r}"))
     return executor.execute(action, timeout=timeout, output_limit=output_limit, stop=stop)

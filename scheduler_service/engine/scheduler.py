@@ -29,8 +29,10 @@ from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.serving import is_running_from_reloader
 
 from ..clock import utcnow
+from ..config import ConfigError
 from ..logcontext import log_context
-from .executors import Outcome, execute_action
+from .containment import RunCgroups
+from .executors import Outcome, execute_action, executors_with
 from .. import events
 from .tick import (
     ClaimedRun, FinishedRun, RunResult, SkippedSlot, TickReport, finish_runs, recover_lost_runs, renew_leases, tick,
@@ -69,6 +71,8 @@ class Engine:
         self.lease_seconds: float = config["RUN_LEASE_SECONDS"]
         self.output_limit: int = config["RUN_OUTPUT_LIMIT_BYTES"]
         self.shell_enabled: bool = config["SHELL_ACTIONS_ENABLED"]
+        self.cgroups = _shell_cgroups(config, self.owner) if self.shell_enabled else None
+        self.executors = executors_with(self.cgroups)
         self.pool = ThreadPoolExecutor(self.max_workers, thread_name_prefix="scheduler-run")
         self.timer = BackgroundScheduler(timezone=timezone.utc)
         self.stopping = threading.Event()
@@ -101,6 +105,9 @@ class Engine:
         self._recorder.start()
         self.timer.start()
         log.info("scheduler started as %s (%d workers)", self.owner, self.max_workers)
+        if self.cgroups is not None:
+            log.info("shell runs get a cgroup each under %s, at most %d processes (SHELL_MAX_PROCESSES)",
+                     self.cgroups.home, self.cgroups.max_processes)
 
     def shutdown(self, grace_seconds: float = 0) -> None:
         """Stop claiming; let running runs finish for ``grace_seconds``; stop the rest so they are retried."""
@@ -128,6 +135,8 @@ class Engine:
         # Not cancel_futures: a queued run sees its stop event at once and records itself as stopped.
         self.pool.shutdown(wait=False)
         self._recorder.join(timeout=5)
+        if self.cgroups is not None:
+            self.cgroups.close()
         log.info("scheduler %s stopped", self.owner)
 
     def wake(self) -> None:
@@ -201,7 +210,9 @@ class Engine:
             pass
 
     def _heartbeat_job(self) -> None:
-        """Renew our leases, and finish other processes' lost runs."""
+        """Renew our leases, finish other processes' lost runs, and kill what dead schedulers left running here."""
+        if self.cgroups is not None:
+            self.cgroups.sweep_dead()
         with self._lock:
             running = list(self._in_flight)
         try:
@@ -247,7 +258,8 @@ class Engine:
         if claimed.action.get("type") == "shell" and not self.shell_enabled:
             return Outcome(succeeded=False, message="shell actions are disabled (SHELL_ACTIONS_ENABLED=false)")
         return execute_action(
-            claimed.action, timeout=claimed.timeout_seconds, output_limit=self.output_limit, stop=stop
+            claimed.action, timeout=claimed.timeout_seconds, output_limit=self.output_limit, stop=stop,
+            executors=self.executors,
         )
 
     def _record_loop(self) -> None:
@@ -291,6 +303,20 @@ class Engine:
                             len(batch) - len(finished))
             return finished
         return []
+
+
+def _shell_cgroups(config, owner: str) -> RunCgroups | None:
+    """The cgroups for shell runs that SHELL_CONTAINMENT asks for; ConfigError if it demands what is missing."""
+    mode = config["SHELL_CONTAINMENT"]
+    if mode == "process-group":
+        return None
+    cgroups, reason = RunCgroups.detect(owner, config["SHELL_MAX_PROCESSES"])
+    if cgroups is None:
+        if mode == "cgroup":
+            raise ConfigError(f"SHELL_CONTAINMENT='cgroup': {reason}")
+        log.warning("shell runs are contained by process groups only (no cgroups: %s); SHELL_MAX_PROCESSES"
+                    " is not enforced and a child that calls setsid can outlive its run", reason)
+    return cgroups
 
 
 def _serving_process() -> bool:

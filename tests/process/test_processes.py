@@ -15,6 +15,7 @@ from datetime import timedelta
 import pytest
 import sqlalchemy as sa
 
+from scheduler_service.engine.containment import RunCgroups
 from scheduler_service.extensions import db
 from scheduler_service.models import Run, Task
 
@@ -88,20 +89,42 @@ def test_four_processes_run_every_slot_exactly_once(app, processes, wait):
     assert len({run.owner for run in all_runs}) > 1, "one process did all the work"
 
 
+def _cgroups_available() -> bool:
+    found, _ = RunCgroups.detect(f"probe:{os.getpid()}:test", max_processes=8)
+    if found is not None:
+        found.close()
+    return found is not None
+
+
+def _running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has ended
+    except FileNotFoundError:
+        return False
+
+
 def test_a_killed_worker_s_run_is_recovered_and_retried(app, processes, wait, tmp_path):
     marker = tmp_path / "attempted"
     pid_file = tmp_path / "pid"
     # The first attempt hangs until its process is killed; the retry finds the marker and succeeds.
     command = f"if [ -e {marker} ]; then echo retried; else touch {marker}; echo $$ > {pid_file}; sleep 60; fi"
     task_id = add_task(app, max_retries=2, retry_delay_seconds=1, action={"type": "shell", "command": command})
-    victim = processes.start()
+    contained = _cgroups_available()
+    settings = {"SHELL_CONTAINMENT": "cgroup" if contained else "process-group"}
+    victim = processes.start(**settings)
     request_manual_run(app, task_id)
     wait(lambda: pid_file.exists() and pid_file.read_text().strip(), timeout=60)
+    orphan = int(pid_file.read_text())
     victim.send_signal(signal.SIGKILL)
     victim.wait(timeout=10)
-    os.kill(int(pid_file.read_text()), signal.SIGKILL)  # the orphaned command, in its own session
+    assert _running(orphan), "the command dies with its scheduler only through the sweep"
+    if not contained:
+        os.kill(orphan, signal.SIGKILL)  # its own session: nothing else reaches it here
 
-    processes.start()
+    processes.start(**settings)
+    # The new scheduler's heartbeat kills what the dead one left running on this machine.
+    wait(lambda: not _running(orphan), timeout=30)
     wait(lambda: task(app, task_id).status == "success", timeout=60)
     first, retry = runs(app, task_id)
     assert (first.status, first.message) == ("failed", "worker lost")
