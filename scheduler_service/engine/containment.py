@@ -28,6 +28,7 @@ import errno
 import itertools
 import logging
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -293,8 +294,9 @@ def _subdirectories(path: str) -> list[str]:
 def jailed_command(cgroup: RunCgroup, command: str) -> list[str]:
     """argv that moves the shell into ``cgroup`` before it runs ``command``.
 
-    The shell moves itself, so nothing it starts can fork before the move; then it
-    execs a fresh ``/bin/sh -c command``, which sees the same ``$0`` and line numbers
-    as an unjailed run. If the move fails, the command does not run at all.
+    The shell moves itself, so nothing it starts can fork before the move. The
+    move is a prefix on the command's own first line, not a second shell: the
+    command keeps its ``$0``, its arguments and its line numbers, and a run costs
+    one exec, as without a cgroup. If the move fails, the command does not run.
     """
-    return ["/bin/sh", "-c", 'echo $$ > "$0" && exec /bin/sh -c "$1"', cgroup.procs_file, command]
+    return ["/bin/sh", "-c", f"echo $$ > {shlex.quote(cgroup.procs_file)} || exit 125; {command}"]
