@@ -2,6 +2,8 @@
 
 Senders are the Flask app. Receivers must be quick and must not raise: they run
 on the scheduler's threads (a slow one would delay runs; hand work to a queue).
+Run signals carry lists, one send per tick or recorded batch: in a burst of
+thousands of runs a send per run cost more than recording the runs did.
 """
 from __future__ import annotations
 
@@ -9,11 +11,11 @@ from blinker import Namespace
 
 _signals = Namespace()
 
-#: A run started. kwargs: run (ClaimedRun), started_at (datetime)
-run_started = _signals.signal("run-started")
-#: A run's outcome was recorded (also for runs finished as `worker lost`). kwargs: run (FinishedRun)
-run_finished = _signals.signal("run-finished")
-#: A slot was logged as skipped. kwargs: skip (SkippedSlot)
-slot_skipped = _signals.signal("slot-skipped")
+#: Runs started (one tick's claims). kwargs: runs (list[ClaimedRun]), started_at (datetime)
+runs_started = _signals.signal("runs-started")
+#: Outcomes recorded (also of runs finished as `worker lost`). kwargs: runs (list[FinishedRun])
+runs_finished = _signals.signal("runs-finished")
+#: Slots logged as skipped. kwargs: skips (list[SkippedSlot])
+slots_skipped = _signals.signal("slots-skipped")
 #: A tick ended. kwargs: report (TickReport), duration_seconds (float)
 tick_finished = _signals.signal("tick-finished")

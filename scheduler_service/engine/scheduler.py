@@ -183,7 +183,8 @@ class Engine:
                 self._last_mark = started
             for claimed in report.claimed:
                 self._submit(claimed)
-                events.run_started.send(self.app, run=claimed, started_at=now)
+            if report.claimed:
+                events.runs_started.send(self.app, runs=report.claimed, started_at=now)
             self._announce([], report.skips)
             events.tick_finished.send(self.app, report=report, duration_seconds=time.monotonic() - started)
             self._schedule_next_tick(report)
@@ -228,10 +229,10 @@ class Engine:
             self.wake()  # their retries may be due
 
     def _announce(self, finished: list[FinishedRun], skips: list[SkippedSlot]) -> None:
-        for run in finished:
-            events.run_finished.send(self.app, run=run)
-        for skip in skips:
-            events.slot_skipped.send(self.app, skip=skip)
+        if finished:
+            events.runs_finished.send(self.app, runs=finished)
+        if skips:
+            events.slots_skipped.send(self.app, skips=skips)
 
     # --- runs ---------------------------------------------------------------------------
 

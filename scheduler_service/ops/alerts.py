@@ -212,46 +212,50 @@ class AlertIntake:
 
     # --- signal receivers (scheduler threads: no I/O) -------------------------------------------
 
-    def on_run_started(self, sender: Flask, run: ClaimedRun, started_at: datetime, **extra: Any) -> None:
-        self._put(("started", run, started_at))
+    # The queue holds one entry per signal, (kind, subjects, *extra); drain() hands out one per subject.
 
-    def on_run_finished(self, sender: Flask, run: FinishedRun, **extra: Any) -> None:
-        self._put(("finished", run))
+    def on_runs_started(self, sender: Flask, runs: list[ClaimedRun], started_at: datetime, **extra: Any) -> None:
+        self._put(("started", runs, started_at))
 
-    def on_slot_skipped(self, sender: Flask, skip: SkippedSlot, **extra: Any) -> None:
-        self._put(("skipped", skip))
+    def on_runs_finished(self, sender: Flask, runs: list[FinishedRun], **extra: Any) -> None:
+        self._put(("finished", runs))
 
-    def _put(self, item: tuple[Any, ...]) -> None:
+    def on_slots_skipped(self, sender: Flask, skips: list[SkippedSlot], **extra: Any) -> None:
+        self._put(("skipped", skips))
+
+    def _put(self, entry: tuple[Any, ...]) -> None:
         try:
-            self.queue.put_nowait(item)
+            self.queue.put_nowait(entry)
         except queue.Full:
-            self.dropped += 1
-            if self.dropped == 1 or self.dropped % 1000 == 0:
-                log.error("alert intake queue full: %d events dropped so far", self.dropped)
+            self.dropped += len(entry[1])
+            log.error("alert intake queue full: %d events dropped so far", self.dropped)
 
     def nudge(self) -> None:
-        """Wake the intake thread now (an item it ignores)."""
-        self._put(("nudge", None))
+        """Wake the intake thread now (an entry it ignores)."""
+        self._put(("nudge", []))
 
     def connect(self) -> None:
-        events.run_started.connect(self.on_run_started, self.app)
-        events.run_finished.connect(self.on_run_finished, self.app)
-        events.slot_skipped.connect(self.on_slot_skipped, self.app)
+        events.runs_started.connect(self.on_runs_started, self.app)
+        events.runs_finished.connect(self.on_runs_finished, self.app)
+        events.slots_skipped.connect(self.on_slots_skipped, self.app)
 
     # --- processing (the intake thread) ------------------------------------------------------
 
     def drain(self, first_timeout: float, limit: int = 500) -> list[tuple[Any, ...]]:
-        items = []
+        """Queued events, one item (kind, subject, *extra) per run or skip; at least ``limit`` if that many wait."""
+        entries = []
         try:
-            items.append(self.queue.get(timeout=first_timeout) if first_timeout > 0 else self.queue.get_nowait())
+            entries.append(self.queue.get(timeout=first_timeout) if first_timeout > 0 else self.queue.get_nowait())
         except queue.Empty:
-            return items
-        while len(items) < limit:
+            return []
+        count = len(entries[0][1])
+        while count < limit:
             try:
-                items.append(self.queue.get_nowait())
+                entries.append(self.queue.get_nowait())
             except queue.Empty:
                 break
-        return items
+            count += len(entries[-1][1])
+        return [(kind, subject, *extra) for kind, subjects, *extra in entries for subject in subjects]
 
     def process(self, items: list[tuple[Any, ...]], now: datetime) -> int:
         """Turn events into alert rows, and raise ``slow`` for watched runs; returns the alerts written."""

@@ -95,16 +95,19 @@ class Metrics:
 
     # --- signal receivers (the engine's threads: only in-memory work here) ------------------
 
-    def on_run_started(self, sender: Flask, run: Any, started_at: datetime, **extra: Any) -> None:
-        self.runs_started.labels(str(run.task_id)).inc()
+    def on_runs_started(self, sender: Flask, runs: list[Any], started_at: datetime, **extra: Any) -> None:
+        for run in runs:
+            self.runs_started.labels(str(run.task_id)).inc()
 
-    def on_run_finished(self, sender: Flask, run: Any, **extra: Any) -> None:
-        self.runs_finished.labels(str(run.task_id), run.status).inc()
-        if run.duration_seconds is not None:
-            self.run_duration.labels(str(run.task_id)).observe(run.duration_seconds)
+    def on_runs_finished(self, sender: Flask, runs: list[Any], **extra: Any) -> None:
+        for run in runs:
+            self.runs_finished.labels(str(run.task_id), run.status).inc()
+            if run.duration_seconds is not None:
+                self.run_duration.labels(str(run.task_id)).observe(run.duration_seconds)
 
-    def on_slot_skipped(self, sender: Flask, skip: Any, **extra: Any) -> None:
-        self.slots_skipped.labels(str(skip.task_id)).inc()
+    def on_slots_skipped(self, sender: Flask, skips: list[Any], **extra: Any) -> None:
+        for skip in skips:
+            self.slots_skipped.labels(str(skip.task_id)).inc()
 
     def on_tick_finished(self, sender: Flask, report: Any, duration_seconds: float, **extra: Any) -> None:
         self.ticks.inc()
@@ -119,9 +122,9 @@ class Metrics:
 
     def connect(self) -> None:
         # Bound methods are held weakly by blinker; `self` lives in app.extensions as long as the app.
-        events.run_started.connect(self.on_run_started, self.app)
-        events.run_finished.connect(self.on_run_finished, self.app)
-        events.slot_skipped.connect(self.on_slot_skipped, self.app)
+        events.runs_started.connect(self.on_runs_started, self.app)
+        events.runs_finished.connect(self.on_runs_finished, self.app)
+        events.slots_skipped.connect(self.on_slots_skipped, self.app)
         events.tick_finished.connect(self.on_tick_finished, self.app)
 
     # --- exposition ----------------------------------------------------------------------------
