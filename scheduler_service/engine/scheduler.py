@@ -35,7 +35,8 @@ from .containment import RunCgroups
 from .executors import Outcome, execute_action, executors_with
 from .. import events
 from .tick import (
-    ClaimedRun, FinishedRun, RunResult, SkippedSlot, TickReport, finish_runs, recover_lost_runs, renew_leases, tick,
+    ClaimedRun, FinishedRun, RunResult, SkippedSlot, TickReport, finish_runs, mark_tick, recover_lost_runs,
+    renew_leases, tick,
 )
 
 log = logging.getLogger(__name__)
@@ -178,11 +179,12 @@ class Engine:
             started = time.monotonic()
             with self._db_lock, self.app.app_context():
                 now = self.clock()
-                report = tick(now, owner=self.owner, capacity=capacity, mark=mark)
-            if mark and not report.errors:
-                self._last_mark = started
+                report = tick(now, owner=self.owner, capacity=capacity, mark=False)
             for claimed in report.claimed:
                 self._submit(claimed)
+            if mark:
+                # After the runs are on their way: the stats' tick time must not delay them.
+                self._mark(now)
             if report.claimed:
                 events.runs_started.send(self.app, runs=report.claimed, started_at=now)
             self._announce([], report.skips)
@@ -190,6 +192,15 @@ class Engine:
             self._schedule_next_tick(report)
             if not self._wake_requested.is_set():
                 return
+
+    def _mark(self, now: datetime) -> None:
+        try:
+            with self._db_lock, self.app.app_context():
+                mark_tick(now)
+        except SQLAlchemyError as exc:
+            log.warning("writing the tick time failed: %s", exc.__class__.__name__)
+            return
+        self._last_mark = time.monotonic()
 
     def _schedule_next_tick(self, report: TickReport) -> None:
         now = datetime.now(timezone.utc)

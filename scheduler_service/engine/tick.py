@@ -14,7 +14,7 @@ import logging
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import sqlalchemy as sa
@@ -100,6 +100,8 @@ class ClaimedRun:
     attempt: int
     action: dict[str, Any]
     timeout_seconds: int | None
+    trigger: str  # schedule, retry or manual
+    scheduled_for: datetime
 
 
 @dataclass(frozen=True)
@@ -163,21 +165,78 @@ class TickReport:
 def tick(now: datetime, *, owner: str, capacity: int, mark: bool = True) -> TickReport:
     """Do one round of work as of ``now``; claim at most ``capacity`` runs for ``owner``.
 
-    ``mark`` records the tick time for /api/stats (the engine does it at most once a second).
+    One read finds which kinds of work are due; an idle tick (the common case) ends
+    there. ``mark`` records the tick time for /api/stats, after the claims, so that
+    due work never waits for it (the engine marks at most once a second).
     """
     report = TickReport()
+    due = _guarded(report, due_work, now)
+    if due is not None and not due.anything_due(now):
+        report.next_due_at = due.next_due_at
+    else:
+        steps = [
+            (_claim_manual_runs, due is None or due.manual_pending),
+            (_claim_retries, due is None or due.due(due.next_retry_at, now)),
+            (_claim_due_slots, due is None or due.due(due.next_slot_at, now)),
+        ]
+        for claim_step, needed in steps:
+            if not needed:
+                continue
+            free = capacity - len(report.claimed)
+            if free <= 0:
+                report.saturated = True
+                break
+            _guarded(report, claim_step, now, owner, free, report)
+        if not report.saturated:
+            # When saturated, the next tick comes as soon as runs are recorded: no need to look ahead.
+            report.next_due_at = _guarded(report, earliest_due, now)
     if mark:
-        _guarded(report, _mark_tick, now)
-    for claim_step in (_claim_manual_runs, _claim_retries, _claim_due_slots):
-        free = capacity - len(report.claimed)
-        if free <= 0:
-            report.saturated = True
-            break
-        _guarded(report, claim_step, now, owner, free, report)
-    if not report.saturated:
-        # When saturated, the next tick comes as soon as runs are recorded: no need to look ahead.
-        report.next_due_at = _guarded(report, earliest_due, now)
+        _guarded(report, mark_tick, now)
     return report
+
+
+@dataclass(frozen=True)
+class DueWork:
+    """What one read of the tables says is waiting: manual runs, and the earliest retry and slot."""
+
+    manual_pending: bool
+    next_retry_at: datetime | None
+    next_slot_at: datetime | None
+
+    @staticmethod
+    def due(moment: datetime | None, now: datetime) -> bool:
+        return moment is not None and moment <= now
+
+    def anything_due(self, now: datetime) -> bool:
+        return self.manual_pending or self.due(self.next_retry_at, now) or self.due(self.next_slot_at, now)
+
+    @property
+    def next_due_at(self) -> datetime | None:
+        moments = [moment for moment in (self.next_retry_at, self.next_slot_at) if moment is not None]
+        return min(moments) if moments else None
+
+
+_DUE_WORK = sa.select(
+    sa.select(_run.c.id).where(_run.c.status == "pending").limit(1).scalar_subquery(),
+    sa.select(sa.func.min(_task.c.next_retry_at)).where(_task.c.status == "retrying").scalar_subquery(),
+    sa.select(sa.func.min(_task.c.next_run_at)).where(_task.c.enabled).scalar_subquery(),
+)
+
+
+def due_work(now: datetime) -> DueWork:
+    """One round trip, each part answered from an index (ix_run_status_started, ix_task_retry_due, ix_task_due)."""
+    pending, retry_at, slot_at = _execute(_DUE_WORK).one()
+    db.session.commit()
+    return DueWork(pending is not None, _as_utc(retry_at), _as_utc(slot_at))
+
+
+def _as_utc(moment: datetime | None) -> datetime | None:
+    # A Core scalar subquery skips the UTCDateTime column type: SQLite hands back a naive datetime or a string.
+    if moment is None:
+        return None
+    if isinstance(moment, str):
+        moment = datetime.fromisoformat(moment)
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=timezone.utc)
 
 
 def _guarded(report: TickReport, step, *args):
@@ -192,7 +251,8 @@ def _guarded(report: TickReport, step, *args):
         return None
 
 
-def _mark_tick(now: datetime) -> None:
+def mark_tick(now: datetime) -> None:
+    """Record ``now`` as the last tick time, shown by /api/stats."""
     updated = db.session.execute(
         sa.update(SchedulerState).where(SchedulerState.id == 1).values(last_tick_at=now)
     ).rowcount
@@ -230,28 +290,29 @@ def _insert_runs(rows: list[dict]) -> list[int]:
 
 def _claim_manual_runs(now: datetime, owner: str, free: int, report: TickReport) -> None:
     pending = db.session.execute(
-        sa.select(Run.id, Run.task_id, Run.attempt).where(Run.status == "pending").order_by(Run.id).limit(free)
+        sa.select(Run.id, Run.task_id, Run.attempt, Run.scheduled_for)
+        .where(Run.status == "pending").order_by(Run.id).limit(free)
     ).all()
     if not pending:
         db.session.commit()
         return
     taken = []
-    for run_id, task_id, attempt in pending:
+    for run_id, task_id, attempt, slot in pending:
         claimed = _execute(_CLAIM_MANUAL, {"b_id": run_id, "b_now": now, "b_owner": owner}).rowcount
         if claimed:
-            taken.append((run_id, task_id, attempt))
+            taken.append((run_id, task_id, attempt, slot))
         else:
             report.lost_claims += 1
-    task_ids = {task_id for _, task_id, _ in taken}
+    task_ids = {task_id for _, task_id, _, _ in taken}
     actions = {}
     if task_ids:
         _execute(sa.update(_task).where(_task.c.id.in_(task_ids)).values(**_started), {"b_now": now})
         actions = {row.id: row for row in db.session.execute(
             sa.select(Task.id, Task.action, Task.timeout_seconds).where(Task.id.in_(task_ids)))}
     db.session.commit()
-    for run_id, task_id, attempt in taken:
+    for run_id, task_id, attempt, slot in taken:
         task = actions[task_id]
-        report.claimed.append(ClaimedRun(run_id, task_id, attempt, task.action, task.timeout_seconds))
+        report.claimed.append(ClaimedRun(run_id, task_id, attempt, task.action, task.timeout_seconds, "manual", slot))
 
 
 def _claim_retries(now: datetime, owner: str, free: int, report: TickReport) -> None:
@@ -280,7 +341,9 @@ def _write_retry_claims(rows: Sequence[Any], now: datetime, owner: str, report: 
     run_ids = _insert_runs(run_rows)
     db.session.commit()
     for row, run_id in zip(taken, run_ids):
-        report.claimed.append(ClaimedRun(run_id, row.id, row.retry_count + 1, row.action, row.timeout_seconds))
+        report.claimed.append(ClaimedRun(
+            run_id, row.id, row.retry_count + 1, row.action, row.timeout_seconds, "retry", row.next_retry_at,
+        ))
 
 
 def _in_batch_or_one_by_one(rows: Sequence[Any], write, report: TickReport) -> None:
@@ -354,7 +417,7 @@ def _claim_due_slots(now: datetime, owner: str, free: int, report: TickReport) -
 
 def _write_plans(plans: Sequence[tuple[Any, SlotPlan]], now: datetime, owner: str, report: TickReport) -> None:
     """Write slot plans in one transaction; a plan another process got to first is dropped."""
-    skip_rows, run_rows, started = [], [], []
+    skip_rows, run_rows, started = [], [], []  # started: (row, plan) of each run
     skipped: list[SkippedSlot] = []
     for row, plan in plans:
         if plan.run_slot is None:
@@ -374,14 +437,16 @@ def _write_plans(plans: Sequence[tuple[Any, SlotPlan]], now: datetime, owner: st
             skipped.append(SkippedSlot(row.id, skip.slot, skip.message))
         if plan.run_slot is not None:
             run_rows.append(_run_row(row.id, attempt=1, trigger=plan.trigger, slot=plan.run_slot, now=now, owner=owner))
-            started.append(row)
+            started.append((row, plan))
     if skip_rows:
         _execute(sa.insert(_run), skip_rows)
     run_ids = _insert_runs(run_rows)
     db.session.commit()
     report.skips.extend(skipped)
-    for row, run_id in zip(started, run_ids):
-        report.claimed.append(ClaimedRun(run_id, row.id, 1, row.action, row.timeout_seconds))
+    for (row, plan), run_id in zip(started, run_ids):
+        report.claimed.append(ClaimedRun(
+            run_id, row.id, 1, row.action, row.timeout_seconds, plan.trigger, plan.run_slot,
+        ))
 
 
 # --- leases -----------------------------------------------------------------------------

@@ -278,8 +278,6 @@ class AlertIntake:
         default_url = self.app.config.get("ALERT_WEBHOOK_URL")
         task_ids = {item[1].task_id for item in items} | {watch.task_id for watch in self.watches.values()}
         tasks = self._tasks(task_ids)
-        started_ids = [item[1].run_id for item in items if item[0] == "started"]
-        started_runs = self._started_runs(started_ids)
         batch = _Batch()
         for item in items:
             kind, subject = item[0], item[1]
@@ -287,7 +285,7 @@ class AlertIntake:
             with log_context(task_id=subject.task_id, run_id=getattr(subject, "run_id", None),
                              attempt=getattr(subject, "attempt", None)):
                 if kind == "started":
-                    self._started(subject, item[2], started_runs.get(subject.run_id), task, default_url, batch)
+                    self._started(subject, item[2], task, default_url, batch)
                 elif kind == "finished":
                     self._finished(subject, task, default_url, batch)
                 elif kind == "skipped":
@@ -312,14 +310,6 @@ class AlertIntake:
         rows = db.session.execute(sa.select(Task.id, Task.name, Task.notify).where(Task.id.in_(ids))).all()
         return {task_id: _TaskInfo(name, notify) for task_id, name, notify in rows}
 
-    def _started_runs(self, run_ids: list[int]) -> dict[int, Any]:
-        if not run_ids:
-            return {}
-        rows = db.session.execute(
-            sa.select(Run.id, Run.trigger, Run.scheduled_for, Run.started_at).where(Run.id.in_(run_ids))
-        ).all()
-        return {row.id: row for row in rows}
-
     def _alert(self, batch: _Batch, target: Target, event: str, task_id: int, body: dict[str, Any]) -> None:
         now = utcnow()  # the wall clock: delivery is about real time, whatever clock the engine runs on
         batch.alerts.append(Alert(
@@ -327,22 +317,21 @@ class AlertIntake:
             next_attempt_at=now, last_error="", created_at=now,
         ))
 
-    def _started(self, claimed: ClaimedRun, started_at: datetime, row: Any, task: _TaskInfo | None,
+    def _started(self, claimed: ClaimedRun, started_at: datetime, task: _TaskInfo | None,
                  default_url: str | None, batch: _Batch) -> None:
-        if row is None:  # the task (and its runs) was deleted meanwhile
-            return
-        lag = (started_at - row.scheduled_for).total_seconds()
-        self.observe_start_lag(row.trigger, lag)
-        target = target_for(task.notify, default_url) if task is not None else None
+        lag = (started_at - claimed.scheduled_for).total_seconds()
+        self.observe_start_lag(claimed.trigger, lag)
+        target = target_for(task.notify, default_url) if task is not None else None  # None: deleted meanwhile
         if target is None:
             return
         run_doc = {
-            "id": claimed.run_id, "attempt": claimed.attempt, "trigger": row.trigger, "status": "running",
-            "scheduled_for": _iso(row.scheduled_for), "started_at": _iso(started_at),
+            "id": claimed.run_id, "attempt": claimed.attempt, "trigger": claimed.trigger, "status": "running",
+            "scheduled_for": _iso(claimed.scheduled_for), "started_at": _iso(started_at),
         }
         late_after = target.late_after_seconds
-        if target.wants("late") and late_after is not None and row.trigger != "manual" and lag > late_after:
-            text = f"task '{task.name}' started {lag:.1f}s after its slot {_iso(row.scheduled_for)} (late after {late_after}s)"
+        if target.wants("late") and late_after is not None and claimed.trigger != "manual" and lag > late_after:
+            text = (f"task '{task.name}' started {lag:.1f}s after its slot {_iso(claimed.scheduled_for)}"
+                    f" (late after {late_after}s)")
             self._alert(batch, target, "late", claimed.task_id, payload(
                 "late", claimed.task_id, task.name, text, run=run_doc, late_by_seconds=round(lag, 3),
                 late_after_seconds=late_after,

@@ -135,3 +135,48 @@ def test_next_due_time_is_reported_for_the_wake_up(app):
     slot = datetime(2026, 11, 28, 2, 0, tzinfo=UTC)
     add_task(app, next_run_at=slot + timedelta(seconds=42))
     assert run_tick(app, slot).next_due_at == slot + timedelta(seconds=42)
+
+
+def _tick_unmarked(app, now):
+    with app.app_context():
+        return tick(now, owner="a", capacity=8, mark=False)
+
+
+def _statements_during(app, action) -> list[str]:
+    seen: list[str] = []
+
+    def record(conn, cursor, statement, parameters, context, executemany):
+        seen.append(statement)
+
+    with app.app_context():
+        engine = db.engine
+    sa.event.listen(engine, "before_cursor_execute", record)
+    try:
+        result = action()
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", record)
+    return result, seen
+
+
+def test_an_idle_tick_is_one_read_and_still_knows_when_to_wake(app):
+    now = datetime(2026, 11, 28, 2, 0, tzinfo=UTC)
+    for minutes in (5, 3, 9):
+        add_task(app, next_run_at=now + timedelta(minutes=minutes))
+    idle_tick = lambda: _tick_unmarked(app, now)  # noqa: E731
+    idle_tick()  # warm-up: connections, statement caches
+    report, statements = _statements_during(app, idle_tick)
+    assert report.claimed == [] and report.errors == 0
+    assert report.next_due_at == now + timedelta(minutes=3)
+    # One statement: the claim steps are not even asked.
+    assert [s.split()[0].upper() for s in statements] == ["SELECT"]
+
+
+def test_a_tick_with_due_work_claims_it_and_looks_ahead(app):
+    now = datetime(2026, 11, 28, 2, 0, tzinfo=UTC)
+    due_id = add_task(app, next_run_at=now)
+    add_task(app, next_run_at=now + timedelta(minutes=7))
+    report = run_tick(app, now)
+    assert [(c.task_id, c.trigger, c.scheduled_for) for c in report.claimed] == [
+        (due_id, "schedule", now)
+    ]
+    assert report.next_due_at == now + timedelta(minutes=1)  # the claimed task's next slot, before the other's
