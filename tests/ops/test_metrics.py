@@ -106,7 +106,8 @@ def test_values_after_known_runs(app, client, engine, make_task, wait_until, run
     assert value(text, "scheduler_alerts", status="pending") == 0
 
     ticks = value(text, "scheduler_ticks_total")
-    assert ticks >= 1 and value(text, "scheduler_tick_duration_seconds_count") == ticks
+    # The engine keeps ticking while we scrape: one tick may be counted in one and not yet in the other.
+    assert ticks >= 1 and abs(value(text, "scheduler_tick_duration_seconds_count") - ticks) <= 1
     assert value(text, "scheduler_claims_lost_total") == 0
     last_tick = value(text, "scheduler_last_tick_timestamp_seconds")
     assert abs(last_tick - time.time()) < 10
