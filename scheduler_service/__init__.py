@@ -9,7 +9,7 @@ from typing import Any
 from flask import Flask
 
 from . import api as api_resources
-from . import admin, auth, cli, errors, ops
+from . import admin, auth, cli, errors, ops, run_counts
 from .api import docs_assets
 from .config import ConfigError, load_settings
 from .database import watch_sqlite_connections
@@ -24,6 +24,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     configure(app, overrides)
     db.init_app(app)
     watch_sqlite_connections()
+    run_counts.watch_orm_writes()
     migrate.init_app(app, db, directory=MIGRATIONS_DIR, render_as_batch=True)
     api.init_app(app)
     api_resources.register(api)

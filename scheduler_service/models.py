@@ -1,4 +1,4 @@
-"""Database models: tasks, their dependencies, runs (the execution log) and API tokens.
+"""Database models: tasks, their dependencies, runs (the execution log), run counts and API tokens.
 
 Every timestamp is stored as naive UTC and handed back as an aware UTC datetime,
 so SQLite and PostgreSQL behave the same.
@@ -120,11 +120,12 @@ class Run(db.Model):
     task_id: Mapped[int] = mapped_column(sa.ForeignKey("task.id", ondelete="CASCADE"))
     attempt: Mapped[int] = mapped_column(default=1)
     trigger: Mapped[str] = mapped_column(sa.String(16))
-    status: Mapped[str] = mapped_column(sa.String(16), default="pending")
+    # active_history: an ORM change of what TaskRunCounts counts must know the old value (run_counts.py).
+    status: Mapped[str] = mapped_column(sa.String(16), default="pending", active_history=True)
     scheduled_for: Mapped[datetime] = mapped_column(UTCDateTime)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    duration_seconds: Mapped[float | None] = mapped_column(sa.Float)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, active_history=True)
+    duration_seconds: Mapped[float | None] = mapped_column(sa.Float, active_history=True)
     exit_code: Mapped[int | None]
     http_status: Mapped[int | None]
     output: Mapped[str] = mapped_column(sa.Text, default="")
@@ -150,6 +151,28 @@ class Run(db.Model):
 
     def __repr__(self) -> str:
         return f"<Run {self.id} task={self.task_id} attempt={self.attempt} {self.status}>"
+
+
+class TaskRunCounts(db.Model):
+    """A task's runs counted by status, and the durations of its finished runs summed.
+
+    What /api/stats/ reads instead of aggregating the run table (millions of rows). Every
+    write that adds, changes or deletes runs changes these in the same transaction; see
+    run_counts.py. The status columns are named after RUN_STATUSES.
+    """
+
+    __tablename__ = "task_run_counts"
+
+    task_id: Mapped[int] = mapped_column(sa.ForeignKey("task.id", ondelete="CASCADE"), primary_key=True)
+    pending: Mapped[int] = mapped_column(default=0)
+    running: Mapped[int] = mapped_column(default=0)
+    success: Mapped[int] = mapped_column(default=0)
+    failed: Mapped[int] = mapped_column(default=0)
+    skipped: Mapped[int] = mapped_column(default=0)
+    # Finished runs that have a duration, and those durations summed in whole microseconds:
+    # an integer sum stays exact however often runs are added and pruned, a float sum drifts.
+    timed_runs: Mapped[int] = mapped_column(default=0)
+    timed_microseconds: Mapped[int] = mapped_column(sa.BigInteger, default=0)
 
 
 class ApiToken(db.Model):

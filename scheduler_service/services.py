@@ -142,7 +142,7 @@ def request_run(task: Task) -> Run:
         db.session.rollback()
         abort(409, message=f"task {task.name!r} has an active run or retry (concurrency_policy is forbid)")
     run = Run(task_id=task.id, trigger="manual", status="pending", attempt=1, scheduled_for=now, created_at=now)
-    db.session.add(run)
+    db.session.add(run)  # counted in the task's run counts by run_counts' ORM events, in this transaction
     db.session.commit()
     scheduler.wake()
     return run

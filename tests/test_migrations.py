@@ -10,7 +10,7 @@ import os
 import subprocess
 import sys
 import uuid
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -33,7 +33,7 @@ SETTINGS_VARIABLES = (
     "ALERT_WEBHOOK_URL", "ALERT_WEBHOOK_SECRET", "RUN_RETENTION_DAYS", "RUN_RETENTION_PER_TASK", "LOG_FORMAT",
     "SECRET_KEY",
 )
-APP_TABLES = {"task", "run", "task_dependency", "api_token", "scheduler_state", "admin_user", "alert"}
+APP_TABLES = {"task", "run", "task_dependency", "api_token", "scheduler_state", "admin_user", "alert", "task_run_counts"}
 ALL_TABLES = APP_TABLES | {"alembic_version"}
 
 # migrations/env.py is Flask-Migrate's template, which tries the deprecated db.get_engine() first.
@@ -227,3 +227,40 @@ def test_downgrade_to_base_then_upgrade(empty_database, flask_db):
     assert table_names(empty_database) == ALL_TABLES
     assert current_revision(empty_database) == head_revision()
     assert schema_differences(empty_database) == []
+
+
+def test_the_run_counts_migration_counts_the_runs_already_there(empty_database, flask_db):
+    flask_db(empty_database, "upgrade", "f29b84058cde")  # the revision before task_run_counts
+    slot = datetime(2026, 11, 28, 2, 0, tzinfo=timezone.utc)
+    engine = connect(empty_database)
+    try:
+        with engine.begin() as connection:
+            task_ids = connection.execute(
+                sa.insert(Task.__table__).returning(Task.__table__.c.id),
+                [{"name": name, "cron_expression": "0 2 * * *", "action": {"type": "shell", "command": "true"}}
+                 for name in ("busy", "idle")],
+            ).scalars().all()
+            runs = [("success", 1.5), ("failed", 2.25), ("skipped", None), ("running", None), ("pending", None),
+                    ("success", 0.000001)]
+            connection.execute(sa.insert(Run.__table__), [
+                {"task_id": task_ids[0], "trigger": "schedule", "status": status, "attempt": 1,
+                 "scheduled_for": slot + timedelta(minutes=n), "started_at": slot if status != "pending" else None,
+                 "finished_at": slot if status in ("success", "failed", "skipped") else None,
+                 "duration_seconds": duration, "output": "", "message": ""}
+                for n, (status, duration) in enumerate(runs)
+            ])
+    finally:
+        engine.dispose()
+
+    flask_db(empty_database, "upgrade")
+
+    engine = connect(empty_database)
+    try:
+        with engine.connect() as connection:
+            counts = connection.execute(sa.text("SELECT * FROM task_run_counts")).mappings().all()
+    finally:
+        engine.dispose()
+    assert [dict(row) for row in counts] == [{
+        "task_id": task_ids[0], "pending": 1, "running": 1, "success": 2, "failed": 1, "skipped": 1,
+        "timed_runs": 3, "timed_microseconds": 3_750_001,
+    }]

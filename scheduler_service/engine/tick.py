@@ -3,7 +3,8 @@
 This is the only module that turns the engine's decisions into database writes.
 Every claim is a conditional UPDATE on the row the process saw, so any number of
 processes can tick against one database and each piece of work is taken once;
-each task change is written in the same transaction as its run. Claims and
+each task change (and its run counts, see run_counts.py) is written in the same
+transaction as its run. Claims and
 outcomes are written in batches (one commit for many rows: commits, not rows,
 are what a database does few of per second). Errors are isolated: a batch that
 fails is retried row by row, one broken task is logged and retried next tick.
@@ -20,6 +21,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
+from .. import run_counts
 from ..database import db
 from ..models import Run, SchedulerState, Task, task_dependencies
 from .dependencies import ParentState
@@ -89,6 +91,21 @@ _MOVE_TASK_ON = (
 def _execute(statement: Any, params: Any = None) -> sa.CursorResult:
     """Execute a Core statement on the session's connection (its transaction)."""
     return db.session.connection().execute(statement, params)
+
+
+def _count(changes: Iterable[run_counts.RunCount]) -> None:
+    """Apply run-count changes in the session's transaction; call it last, after the task rows."""
+    run_counts.apply(db.session.connection(), changes)
+
+
+def _count_inserted(rows: Iterable[dict]) -> None:
+    _count(run_counts.counted(row["task_id"], row["status"], row.get("finished_at"), row.get("duration_seconds"))
+           for row in rows)
+
+
+def _count_finished(finished: Iterable[FinishedRun]) -> None:
+    _count(change for run in finished
+           for change in run_counts.moved(run.task_id, "running", run.status, run.duration_seconds))
 
 
 @dataclass(frozen=True)
@@ -307,6 +324,7 @@ def _claim_manual_runs(now: datetime, owner: str, free: int, report: TickReport)
     actions = {}
     if task_ids:
         _execute(sa.update(_task).where(_task.c.id.in_(task_ids)).values(**_started), {"b_now": now})
+        _count(change for _, task_id, _, _ in taken for change in run_counts.moved(task_id, "pending", "running"))
         actions = {row.id: row for row in db.session.execute(
             sa.select(Task.id, Task.action, Task.timeout_seconds).where(Task.id.in_(task_ids)))}
     db.session.commit()
@@ -339,6 +357,7 @@ def _write_retry_claims(rows: Sequence[Any], now: datetime, owner: str, report: 
         run_rows.append(_run_row(row.id, attempt=row.retry_count + 1, trigger="retry", slot=row.next_retry_at,
                                  now=now, owner=owner))
     run_ids = _insert_runs(run_rows)
+    _count_inserted(run_rows)
     db.session.commit()
     for row, run_id in zip(taken, run_ids):
         report.claimed.append(ClaimedRun(
@@ -441,6 +460,7 @@ def _write_plans(plans: Sequence[tuple[Any, SlotPlan]], now: datetime, owner: st
     if skip_rows:
         _execute(sa.insert(_run), skip_rows)
     run_ids = _insert_runs(run_rows)
+    _count_inserted(skip_rows + run_rows)
     db.session.commit()
     report.skips.extend(skipped)
     for (row, plan), run_id in zip(started, run_ids):
@@ -484,6 +504,7 @@ def recover_lost_runs(now: datetime, lease_seconds: float, alive: Iterable[int] 
         finished = facts and _finish_one(result, facts, owner=None, expect_heartbeat=heartbeat_at)
         if finished is not None:
             _trigger_dependents([], now)
+            _count_finished([finished])
         db.session.commit()
         if finished is not None:
             recovered.append(finished)
@@ -512,6 +533,7 @@ def finish_runs(results: Sequence[RunResult], *, owner: str | None = None) -> li
                 finished.append(recorded)
     _trigger_dependents([run.task_id for run in finished if run.status == "success"], ordered[-1].finished_at
                         if ordered else None)
+    _count_finished(finished)
     db.session.commit()
     return finished
 

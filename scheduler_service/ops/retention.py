@@ -13,9 +13,9 @@ dependency-only child's trigger, ``recovered`` alerts).
 
 Each batch is one short transaction deleting at most ``BATCH_ROWS`` rows (named
 by id), with a pause between batches, so the scheduler's own writes are never
-held up for long (SQLite has one writer at a time). The statistics are
-aggregate queries over the runs that remain, so after a pass they describe
-the kept history.
+held up for long (SQLite has one writer at a time). Each batch takes what it
+deleted off the run counts in the same transaction, so the statistics describe
+the runs that remain: after a pass, the kept history.
 """
 from __future__ import annotations
 
@@ -30,6 +30,7 @@ import sqlalchemy as sa
 from flask import Flask, current_app
 from flask.cli import with_appcontext
 
+from .. import run_counts
 from ..clock import utcnow
 from ..database import db
 from ..models import Run
@@ -89,16 +90,27 @@ def _delete_in_batches(conditions: list, protected: set[int], report: PruneRepor
             after = (rows[-1].started_at, rows[-1].id)
             doomed = [run_id for run_id, _ in rows if run_id not in protected]
             if doomed:
-                # The conditions are checked again by the DELETE itself: a row that changed since is left alone.
-                deleted += db.session.execute(
-                    sa.delete(Run).where(Run.id.in_(doomed), status_condition, *conditions)
-                    .execution_options(synchronize_session=False)
-                ).rowcount
+                deleted += _delete_and_uncount(sa.and_(Run.id.in_(doomed), status_condition, *conditions))
             db.session.commit()
             report.batches += 1
             if pause:
                 time.sleep(pause)
     return deleted
+
+
+def _delete_and_uncount(condition: sa.ColumnElement[bool]) -> int:
+    """Delete the runs matching ``condition`` and take them off the run counts; how many went.
+
+    The DELETE checks the conditions again (a row that changed since it was read is left
+    alone) and answers what it deleted: what the counts lose is what is gone.
+    """
+    gone = db.session.execute(
+        sa.delete(Run).where(condition)
+        .returning(Run.task_id, Run.status, Run.finished_at, Run.duration_seconds)
+        .execution_options(synchronize_session=False)
+    ).all()
+    run_counts.apply(db.session.connection(), (run_counts.counted(*row, sign=-1) for row in gone))
+    return len(gone)
 
 
 def prune_runs(now: datetime, *, older_than_days: float | None, keep_per_task: int | None,

@@ -10,7 +10,7 @@ import pytest
 import sqlalchemy as sa
 
 from scheduler_service.config import ConfigError, load_settings
-from scheduler_service import ops
+from scheduler_service import ops, run_counts
 from scheduler_service.extensions import db, scheduler
 from scheduler_service.models import Run, SchedulerState, Task
 from scheduler_service.ops import retention
@@ -54,6 +54,7 @@ def insert_runs(app, rows: list[dict]) -> None:
             connection.exec_driver_sql(
                 f"INSERT INTO run ({', '.join(COLUMNS)}) VALUES ({', '.join('?' for _ in COLUMNS)})", tuples
             )
+        run_counts.recount(connection)  # loaded behind the models' back: count them as the stats read them
         db.session.commit()
 
 
