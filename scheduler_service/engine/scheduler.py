@@ -182,12 +182,12 @@ class Engine:
                 report = tick(now, owner=self.owner, capacity=capacity, mark=False)
             for claimed in report.claimed:
                 self._submit(claimed)
-            if mark:
-                # After the runs are on their way: the stats' tick time must not delay them.
-                self._mark(now)
             if report.claimed:
                 events.runs_started.send(self.app, runs=report.claimed, started_at=now)
             self._announce([], report.skips)
+            if mark:
+                # After the runs are on their way: the stats' tick time must not delay them.
+                self._mark(now)
             events.tick_finished.send(self.app, report=report, duration_seconds=time.monotonic() - started)
             self._schedule_next_tick(report)
             if not self._wake_requested.is_set():

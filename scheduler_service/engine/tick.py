@@ -4,9 +4,8 @@ This is the only module that turns the engine's decisions into database writes.
 Every claim is a conditional UPDATE on the row the process saw, so any number of
 processes can tick against one database and each piece of work is taken once;
 each task change (and its run counts, see run_counts.py) is written in the same
-transaction as its run. Claims and
-outcomes are written in batches (one commit for many rows: commits, not rows,
-are what a database does few of per second). Errors are isolated: a batch that
+transaction as its run. Claims and outcomes are written in batches (one commit
+for many rows: commits, not rows, are what a database does few of per second). Errors are isolated: a batch that
 fails is retried row by row, one broken task is logged and retried next tick.
 """
 from __future__ import annotations
@@ -48,10 +47,13 @@ _p = sa.bindparam
 _one_less_active = sa.case((_task.c.active_runs > 0, _task.c.active_runs - 1), else_=0)
 _started = {"status": "running", "last_run_at": _p("b_now"), "updated_at": _task.c.updated_at}
 
+# Slot claims take a list of tasks that make the same change (a burst on one cron is one
+# statement) and answer with the ids they won.
 _ADVANCE_SLOT = (
     sa.update(_task)
-    .where(_task.c.id == _p("b_id"), _task.c.next_run_at == _p("b_seen"), _task.c.enabled)
+    .where(_task.c.id.in_(_p("b_ids", expanding=True)), _task.c.next_run_at == _p("b_seen"), _task.c.enabled)
     .values(next_run_at=_p("b_next"), updated_at=_task.c.updated_at)
+    .returning(_task.c.id)
 )
 _CLAIM_SLOT = _ADVANCE_SLOT.values(active_runs=_task.c.active_runs + 1, **_started)
 # Under `forbid` the UPDATE itself re-checks: a manual run may have started since the tick looked.
@@ -65,6 +67,15 @@ _CLAIM_MANUAL = (
     sa.update(_run)
     .where(_run.c.id == _p("b_id"), _run.c.status == "pending")
     .values(status="running", started_at=_p("b_now"), owner=_p("b_owner"), heartbeat_at=_p("b_now"))
+)
+_DUE_SLOTS = (
+    sa.select(
+        _task.c.id, _task.c.cron_expression, _task.c.timezone, _task.c.next_run_at, _task.c.misfire_grace_seconds,
+        _task.c.concurrency_policy, _task.c.active_runs, _task.c.status, _task.c.action, _task.c.timeout_seconds,
+    )
+    .where(_task.c.enabled, _task.c.next_run_at <= _p("b_now"))
+    .order_by(_task.c.next_run_at, _task.c.id)
+    .limit(_p("b_limit"))
 )
 _INSERT_RUNS = sa.insert(_run).returning(_run.c.id, sort_by_parameter_order=True)
 _RECORD_RUN = (
@@ -397,15 +408,7 @@ def _parents_of(task_ids: list[int]) -> dict[int, list[ParentState]]:
 
 
 def _claim_due_slots(now: datetime, owner: str, free: int, report: TickReport) -> None:
-    rows = db.session.execute(
-        sa.select(
-            Task.id, Task.cron_expression, Task.timezone, Task.next_run_at, Task.misfire_grace_seconds,
-            Task.concurrency_policy, Task.active_runs, Task.status, Task.action, Task.timeout_seconds,
-        )
-        .where(Task.enabled, Task.next_run_at <= now)
-        .order_by(Task.next_run_at, Task.id)
-        .limit(free + DUE_LOOKAHEAD)
-    ).all()
+    rows = _execute(_DUE_SLOTS, {"b_now": now, "b_limit": free + DUE_LOOKAHEAD}).all()
     parents = _parents_of([row.id for row in rows if row.cron_expression is not None])
     db.session.commit()
     plans = []
@@ -436,16 +439,12 @@ def _claim_due_slots(now: datetime, owner: str, free: int, report: TickReport) -
 
 def _write_plans(plans: Sequence[tuple[Any, SlotPlan]], now: datetime, owner: str, report: TickReport) -> None:
     """Write slot plans in one transaction; a plan another process got to first is dropped."""
+    won = _claim_slots(plans, now)
+    report.lost_claims += len(plans) - len(won)
     skip_rows, run_rows, started = [], [], []  # started: (row, plan) of each run
     skipped: list[SkippedSlot] = []
     for row, plan in plans:
-        if plan.run_slot is None:
-            claim = _ADVANCE_SLOT
-        else:
-            claim = _CLAIM_SLOT_FORBID if row.concurrency_policy == "forbid" else _CLAIM_SLOT
-        params = {"b_id": row.id, "b_seen": row.next_run_at, "b_next": plan.next_run_at, "b_now": now}
-        if not _execute(claim, params).rowcount:
-            report.lost_claims += 1
+        if row.id not in won:
             continue
         for skip in plan.skips:
             skip_rows.append({
@@ -467,6 +466,26 @@ def _write_plans(plans: Sequence[tuple[Any, SlotPlan]], now: datetime, owner: st
         report.claimed.append(ClaimedRun(
             run_id, row.id, 1, row.action, row.timeout_seconds, plan.trigger, plan.run_slot,
         ))
+
+
+def _claim_slots(plans: Sequence[tuple[Any, SlotPlan]], now: datetime) -> set[int]:
+    """Move each planned task on from the slot it was seen at; the ids of the tasks this process won.
+
+    Plans that make the same change (claim kind, seen slot, next slot) share one UPDATE.
+    Its conditions are the claim: a task another process moved on first no longer matches.
+    """
+    groups: dict[tuple[Any, datetime, datetime | None], list[int]] = defaultdict(list)
+    for row, plan in plans:
+        if plan.run_slot is None:
+            claim = _ADVANCE_SLOT
+        else:
+            claim = _CLAIM_SLOT_FORBID if row.concurrency_policy == "forbid" else _CLAIM_SLOT
+        groups[(claim, row.next_run_at, plan.next_run_at)].append(row.id)
+    won: set[int] = set()
+    for (claim, seen, next_at), task_ids in groups.items():
+        params = {"b_ids": task_ids, "b_seen": seen, "b_next": next_at, "b_now": now}
+        won.update(_execute(claim, params).scalars())
+    return won
 
 
 # --- leases -----------------------------------------------------------------------------
