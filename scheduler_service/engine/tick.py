@@ -544,12 +544,12 @@ def finish_runs(results: Sequence[RunResult], *, owner: str | None = None) -> li
     # One order for every process, so two batches touching the same tasks cannot deadlock.
     ordered = sorted(results, key=lambda result: result.run_id)
     facts = _run_facts([result.run_id for result in ordered])
-    finished = []
-    for result in ordered:
-        if result.run_id in facts:
-            recorded = _finish_one(result, facts[result.run_id], owner=owner)
-            if recorded is not None:
-                finished.append(recorded)
+    ordered = [result for result in ordered if result.run_id in facts]
+    finished = _finish_all(ordered, facts, owner)
+    if finished is None:  # some run was no longer ours: find out which, one by one
+        db.session.rollback()
+        finished = [recorded for result in ordered
+                    if (recorded := _finish_one(result, facts[result.run_id], owner=owner)) is not None]
     _trigger_dependents([run.task_id for run in finished if run.status == "success"], ordered[-1].finished_at
                         if ordered else None)
     _count_finished(finished)
@@ -577,26 +577,54 @@ def _run_facts(run_ids: list[int]) -> dict[int, Any]:
     return {row.id: row for row in rows}
 
 
+def _finish_all(results: Sequence[RunResult], facts: dict[int, Any], owner: str | None) -> list[FinishedRun] | None:
+    """Record every result with one executemany per statement (a C loop in the driver).
+
+    None if fewer runs matched than were given (a lease was lost meanwhile); the
+    caller then rolls back and records them one by one to learn which.
+    """
+    if not results or not db.session.get_bind().dialect.supports_sane_multi_rowcount:
+        return None if results else []
+    records, moves, finished = [], [], []
+    for result in results:
+        statement, record, move, run = _finish_plan(result, facts[result.run_id], owner=owner)
+        records.append(record)
+        moves.append(move)
+        finished.append(run)
+    if _execute(statement, records).rowcount != len(records):
+        return None
+    _execute(_MOVE_TASK_ON, moves)
+    return finished
+
+
 def _finish_one(result: RunResult, facts: Any, *, owner: str | None,
                 expect_heartbeat: datetime | None = None) -> FinishedRun | None:
+    statement, record, move, run = _finish_plan(result, facts, owner=owner, expect_heartbeat=expect_heartbeat)
+    if not _execute(statement, record).rowcount:
+        return None
+    _execute(_MOVE_TASK_ON, move)
+    return run
+
+
+def _finish_plan(result: RunResult, facts: Any, *, owner: str | None, expect_heartbeat: datetime | None = None
+                 ) -> tuple[Any, dict[str, Any], dict[str, Any], FinishedRun]:
+    """How to record one outcome: the run's UPDATE and its parameters, the task's, and what it finishes."""
     outcome, now = result.outcome, result.finished_at
     started_at = result.started_at or facts.started_at
     status = "success" if outcome.succeeded else "failed"
     duration = max((now - started_at).total_seconds(), 0.0) if started_at else None
     message = outcome.message[:MESSAGE_LIMIT]
-    params = {
+    record = {
         "b_id": result.run_id, "b_status": status, "b_started": started_at, "b_finished": now,
         "b_duration": duration, "b_exit_code": outcome.exit_code, "b_http_status": outcome.http_status,
         "b_output": outcome.output, "b_message": message,
     }
     if expect_heartbeat is not None:
-        statement, params["b_heartbeat"] = _RECORD_STALE_RUN, expect_heartbeat
+        statement, record["b_heartbeat"] = _RECORD_STALE_RUN, expect_heartbeat
     elif owner is not None:
-        statement, params["b_owner"] = _RECORD_OWN_RUN, owner
+        statement, record["b_owner"] = _RECORD_OWN_RUN, owner
     else:
         statement = _RECORD_RUN
-    if not _execute(statement, params).rowcount:
-        return None
     retry_at = None
     if outcome.succeeded:
         task_status, retry_count = "success", 0
@@ -604,14 +632,15 @@ def _finish_one(result: RunResult, facts: Any, *, owner: str | None,
         policy = RetryPolicy(facts.max_retries, facts.retry_delay_seconds, facts.retry_max_delay_seconds)
         retry_at = policy.after_failure(facts.attempt, now)
         task_status, retry_count = ("retrying", facts.attempt) if retry_at else ("failed", facts.max_retries)
-    _execute(_MOVE_TASK_ON, {
+    move = {
         "b_id": facts.task_id, "b_status": task_status, "b_retry_count": retry_count, "b_retry_at": retry_at,
         "b_outcome": status,
-    })
-    return FinishedRun(
+    }
+    run = FinishedRun(
         result.run_id, facts.task_id, facts.name, facts.attempt, facts.trigger, status, facts.scheduled_for,
         started_at, now, duration, message, retry_at, facts.last_outcome,
     )
+    return statement, record, move, run
 
 
 def _trigger_dependents(parent_ids: list[int], now: datetime | None) -> None:

@@ -6,7 +6,7 @@ from datetime import datetime, timedelta, timezone
 import sqlalchemy as sa
 
 from scheduler_service.engine.executors import Outcome
-from scheduler_service.engine.tick import finish_run, recover_lost_runs, tick
+from scheduler_service.engine.tick import RunResult, finish_run, finish_runs, recover_lost_runs, tick
 from scheduler_service.extensions import db
 from scheduler_service.models import Run, Task
 
@@ -180,3 +180,23 @@ def test_a_tick_with_due_work_claims_it_and_looks_ahead(app):
         (due_id, "schedule", now)
     ]
     assert report.next_due_at == now + timedelta(minutes=1)  # the claimed task's next slot, before the other's
+
+
+def test_a_batch_records_its_runs_but_not_one_whose_lease_was_taken_over(app):
+    slot = datetime(2026, 11, 28, 2, 0, tzinfo=UTC)
+    task_ids = [add_task(app, next_run_at=slot, max_retries=0) for _ in range(3)]
+    claimed = run_tick(app, slot, owner="a").claimed
+    assert sorted(c.task_id for c in claimed) == task_ids
+    lost = claimed[1]
+    with app.app_context():  # another process recovered this one meanwhile
+        db.session.execute(sa.update(Run).where(Run.id == lost.run_id).values(status="failed", message="worker lost"))
+        db.session.commit()
+        results = [RunResult(c.run_id, Outcome(succeeded=True), None, slot + timedelta(seconds=5)) for c in claimed]
+        recorded = finish_runs(results, owner="a")
+    assert sorted(run.run_id for run in recorded) == sorted(c.run_id for c in claimed if c is not lost)
+    with app.app_context():
+        statuses = dict(db.session.execute(sa.select(Run.id, Run.status)).all())
+        tasks = dict(db.session.execute(sa.select(Task.id, Task.status)).all())
+    assert statuses[lost.run_id] == "failed"
+    assert [statuses[c.run_id] for c in claimed if c is not lost] == ["success", "success"]
+    assert tasks[lost.task_id] == "running"  # the late answer did not move its task on
