@@ -77,6 +77,28 @@ _DUE_SLOTS = (
     .order_by(_task.c.next_run_at, _task.c.id)
     .limit(_p("b_limit"))
 )
+_deps = task_dependencies
+_PARENTS_OF = (
+    sa.select(_deps.c.child_id, _task.c.name, _task.c.status)
+    .join(_task, _task.c.id == _deps.c.parent_id)
+    .where(_deps.c.child_id.in_(_p("b_ids", expanding=True)))
+    .order_by(_deps.c.child_id, _task.c.id)
+)
+_RUN_FACTS = (
+    sa.select(
+        _run.c.id, _run.c.task_id, _run.c.attempt, _run.c.trigger, _run.c.scheduled_for, _run.c.started_at,
+        _task.c.name, _task.c.max_retries, _task.c.retry_delay_seconds, _task.c.retry_max_delay_seconds,
+        _task.c.last_outcome,
+    )
+    .join(_task, _task.c.id == _run.c.task_id)
+    .where(_run.c.id.in_(_p("b_ids", expanding=True)))
+)
+_WAITING_CHILDREN = (
+    sa.select(_task.c.id, _task.c.last_run_at)
+    .join(_deps, _deps.c.child_id == _task.c.id)
+    .where(_deps.c.parent_id.in_(_p("b_ids", expanding=True)), _task.c.cron_expression.is_(None), _task.c.enabled)
+    .distinct()
+)
 _INSERT_RUNS = sa.insert(_run).returning(_run.c.id, sort_by_parameter_order=True)
 _RECORD_RUN = (
     sa.update(_run)
@@ -202,19 +224,20 @@ def tick(now: datetime, *, owner: str, capacity: int, mark: bool = True) -> Tick
     if due is not None and not due.anything_due(now):
         report.next_due_at = due.next_due_at
     else:
-        steps = [
-            (_claim_manual_runs, due is None or due.manual_pending),
-            (_claim_retries, due is None or due.due(due.next_retry_at, now)),
-            (_claim_due_slots, due is None or due.due(due.next_slot_at, now)),
+        gated = due is None or due.any_dependencies
+        steps = [  # (step, its extra arguments, whether it has anything to do)
+            (_claim_manual_runs, (), due is None or due.manual_pending),
+            (_claim_retries, (), due is None or due.due(due.next_retry_at, now)),
+            (_claim_due_slots, (gated,), due is None or due.due(due.next_slot_at, now)),
         ]
-        for claim_step, needed in steps:
+        for claim_step, extra, needed in steps:
             if not needed:
                 continue
             free = capacity - len(report.claimed)
             if free <= 0:
                 report.saturated = True
                 break
-            _guarded(report, claim_step, now, owner, free, report)
+            _guarded(report, claim_step, now, owner, free, report, *extra)
         if not report.saturated:
             # When saturated, the next tick comes as soon as runs are recorded: no need to look ahead.
             report.next_due_at = _guarded(report, earliest_due, now)
@@ -230,6 +253,7 @@ class DueWork:
     manual_pending: bool
     next_retry_at: datetime | None
     next_slot_at: datetime | None
+    any_dependencies: bool = True  # False: no task has parents, so no gate needs reading
 
     @staticmethod
     def due(moment: datetime | None, now: datetime) -> bool:
@@ -248,14 +272,15 @@ _DUE_WORK = sa.select(
     sa.select(_run.c.id).where(_run.c.status == "pending").limit(1).scalar_subquery(),
     sa.select(sa.func.min(_task.c.next_retry_at)).where(_task.c.status == "retrying").scalar_subquery(),
     sa.select(sa.func.min(_task.c.next_run_at)).where(_task.c.enabled).scalar_subquery(),
+    sa.select(task_dependencies.c.child_id).limit(1).scalar_subquery(),
 )
 
 
 def due_work(now: datetime) -> DueWork:
     """One round trip, each part answered from an index (ix_run_status_started, ix_task_retry_due, ix_task_due)."""
-    pending, retry_at, slot_at = _execute(_DUE_WORK).one()
+    pending, retry_at, slot_at, some_child = _execute(_DUE_WORK).one()
     db.session.commit()
-    return DueWork(pending is not None, _as_utc(retry_at), _as_utc(slot_at))
+    return DueWork(pending is not None, _as_utc(retry_at), _as_utc(slot_at), some_child is not None)
 
 
 def _as_utc(moment: datetime | None) -> datetime | None:
@@ -396,20 +421,14 @@ def _parents_of(task_ids: list[int]) -> dict[int, list[ParentState]]:
     parents: dict[int, list[ParentState]] = defaultdict(list)
     if not task_ids:
         return parents
-    rows = db.session.execute(
-        sa.select(task_dependencies.c.child_id, Task.name, Task.status)
-        .join(Task, Task.id == task_dependencies.c.parent_id)
-        .where(task_dependencies.c.child_id.in_(task_ids))
-        .order_by(task_dependencies.c.child_id, Task.id)
-    ).all()
-    for child_id, name, status in rows:
+    for child_id, name, status in _execute(_PARENTS_OF, {"b_ids": task_ids}):
         parents[child_id].append(ParentState(name, status))
     return parents
 
 
-def _claim_due_slots(now: datetime, owner: str, free: int, report: TickReport) -> None:
+def _claim_due_slots(now: datetime, owner: str, free: int, report: TickReport, gated: bool = True) -> None:
     rows = _execute(_DUE_SLOTS, {"b_now": now, "b_limit": free + DUE_LOOKAHEAD}).all()
-    parents = _parents_of([row.id for row in rows if row.cron_expression is not None])
+    parents = _parents_of([row.id for row in rows if row.cron_expression is not None] if gated else [])
     db.session.commit()
     plans = []
     for row in rows:
@@ -568,13 +587,7 @@ def _run_facts(run_ids: list[int]) -> dict[int, Any]:
     A run that is gone was deleted with its task meanwhile."""
     if not run_ids:
         return {}
-    rows = db.session.execute(
-        sa.select(
-            Run.id, Run.task_id, Run.attempt, Run.trigger, Run.scheduled_for, Run.started_at, Task.name,
-            Task.max_retries, Task.retry_delay_seconds, Task.retry_max_delay_seconds, Task.last_outcome,
-        ).join(Task, Task.id == Run.task_id).where(Run.id.in_(run_ids))
-    ).all()
-    return {row.id: row for row in rows}
+    return {row.id: row for row in _execute(_RUN_FACTS, {"b_ids": run_ids})}
 
 
 def _finish_all(results: Sequence[RunResult], facts: dict[int, Any], owner: str | None) -> list[FinishedRun] | None:
@@ -647,12 +660,7 @@ def _trigger_dependents(parent_ids: list[int], now: datetime | None) -> None:
     """Mark due each dependency-only child whose parents have all succeeded since its last run."""
     if not parent_ids:
         return
-    children = db.session.execute(
-        sa.select(Task.id, Task.last_run_at)
-        .join(task_dependencies, task_dependencies.c.child_id == Task.id)
-        .where(task_dependencies.c.parent_id.in_(set(parent_ids)), Task.cron_expression.is_(None), Task.enabled)
-        .distinct()
-    ).all()
+    children = _execute(_WAITING_CHILDREN, {"b_ids": sorted(set(parent_ids))}).all()
     for child_id, child_last_run in children:
         parents_of_child = sa.select(task_dependencies.c.parent_id).where(task_dependencies.c.child_id == child_id)
         statuses = db.session.execute(sa.select(Task.id, Task.status).where(Task.id.in_(parents_of_child))).all()
