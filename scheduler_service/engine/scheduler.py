@@ -191,8 +191,12 @@ class Engine:
                 # After the runs are on their way: the stats' tick time must not delay them.
                 self._mark(now)
             events.tick_finished.send(self.app, report=report, duration_seconds=time.monotonic() - started)
+            if self._wake_requested.is_set():
+                continue
+            # Only now: a timer set while this job still runs would fire into it, and
+            # APScheduler skips that run with a warning.
             self._schedule_next_tick(report)
-            if not self._wake_requested.is_set():
+            if not self._wake_requested.is_set():  # a wake in between saw us ticking and left it to us
                 return
 
     def _mark(self, now: datetime) -> None:
