@@ -295,14 +295,14 @@ class ShellExecutor(Executor):
         cgroup = None
         if self.cgroups is not None:
             try:
-                cgroup = self.cgroups.create()
+                cgroup = self.cgroups.acquire()
             except OSError as exc:
                 return Outcome(succeeded=False, message=f"cannot create the run's cgroup: {exc}")
         try:
             return self._run_contained(action, cgroup, deadline, output_limit, stop)
         finally:
             if cgroup is not None:
-                cgroup.remove()
+                self.cgroups.release(cgroup)
 
     def _run_contained(
         self,
@@ -340,7 +340,7 @@ class ShellExecutor(Executor):
             if pipe_open:
                 self._drain(proc.stdout.fileno(), tail)
         exit_code = self._reap(proc)
-        refused = cgroup.refused_forks() if cgroup is not None else 0
+        refused = cgroup.refused_forks() - cgroup.refused_before if cgroup is not None else 0
         if refused:
             tail.write(
                 f"\n[scheduler] fork() failed {refused} times: the run reached its limit of"

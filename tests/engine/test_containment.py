@@ -150,7 +150,16 @@ def test_a_fork_bomb_is_contained_and_cleaned_up(cgroups):
     assert "[scheduler] fork() failed" in outcome.output
     after = len([entry for entry in os.listdir("/proc") if entry.isdigit()])
     assert after < before + 16  # loose: other tests' processes come and go
-    assert containment._subdirectories(cgroups.home) == []
+    # Its cgroup is empty and waits for the next run.
+    left = [containment.RunCgroup(os.path.join(cgroups.home, name)) for name in containment._subdirectories(cgroups.home)]
+    assert left and all(cgroup.members() == [] for cgroup in left)
+
+
+def test_a_reused_cgroup_reports_only_its_own_run_s_refused_forks(cgroups):
+    first = _shell(cgroups, "for i in $(seq 40); do sleep 1 & done", timeout=5)
+    assert "[scheduler] fork() failed" in first.output
+    second = _shell(cgroups, "echo quiet")
+    assert (second.succeeded, second.output) == (True, "quiet\n")
 
 
 def test_what_a_killed_scheduler_left_running_is_killed_by_the_next_sweep(cgroups):
