@@ -20,7 +20,7 @@ class Logs(MethodView):
     @blp.response(200, RunPageSchema)
     def get(self, args):
         """List runs, newest first."""
-        query = listing.run_query(args)
+        query = listing.run_summary_query(args)
         return paginate(query, Run.id, limit=args["limit"], cursor=args["cursor"], newest_first=True)
 
 

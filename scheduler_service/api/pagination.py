@@ -39,7 +39,21 @@ def paginate(query: sa.Select, id_column: Any, *, limit: int, cursor: str | None
         last_id = decode_cursor(cursor)
         query = query.where(id_column < last_id if newest_first else id_column > last_id)
     query = query.order_by(id_column.desc() if newest_first else id_column.asc()).limit(limit + 1)
-    rows = db.session.scalars(query).all()
+    rows = _fetch(query)
     has_more = len(rows) > limit
     items = rows[:limit]
     return {"items": items, "next_cursor": encode_cursor(items[-1].id) if has_more else None}
+
+
+def _fetch(query: sa.Select) -> list[Any]:
+    """ORM objects for ``select(Model)``, plain rows for a select of columns."""
+    result = db.session.execute(query)
+    if _selects_one_entity(query):
+        # unique(): a joined collection (a task's parents) repeats its owner's row.
+        return result.unique().scalars().all()
+    return result.all()
+
+
+def _selects_one_entity(query: sa.Select) -> bool:
+    described = query.column_descriptions
+    return len(described) == 1 and described[0]["entity"] is not None and described[0]["expr"] is described[0]["entity"]

@@ -18,8 +18,9 @@ class Tasks(MethodView):
     @blp.response(200, TaskPageSchema)
     def get(self, args):
         """List tasks, oldest first."""
-        query = listing.task_query(args)
-        return paginate(query, Task.id, limit=args["limit"], cursor=args["cursor"], newest_first=False)
+        query = listing.task_rows_query(args)
+        page = paginate(query, Task.id, limit=args["limit"], cursor=args["cursor"], newest_first=False)
+        return {**page, "items": listing.with_parent_ids(page["items"])}
 
     @blp.arguments(TaskSchema)
     @blp.response(201, TaskSchema)
