@@ -58,6 +58,7 @@ _DRAIN_SECONDS = 1.0
 # before declaring it stuck in C and abandoning it.
 _ABANDON_GRACE_SECONDS = 0.5
 _READ_CHUNK = 64 * 1024
+_REPLACEMENT = "\ufffd".encode()  # what invalid UTF-8 becomes, too
 _MAX_MESSAGE = 500
 
 # _run() only sees the deadline; execute() knows the configured timeout and
@@ -92,6 +93,9 @@ class OutputTail:
         self._lock = threading.Lock()
 
     def write(self, data: bytes) -> int:
+        written = len(data)
+        # PostgreSQL text cannot hold NUL: a run whose output had one could never be recorded.
+        data = data.replace(b"\x00", _REPLACEMENT)
         with self._lock:
             self.total += len(data)
             if self.limit:
@@ -99,7 +103,7 @@ class OutputTail:
                 # Trimming only past 2x the limit keeps the copying amortised.
                 if len(self._buffer) > 2 * self.limit:
                     del self._buffer[: -self.limit]
-        return len(data)
+        return written
 
     @property
     def truncated(self) -> bool:
@@ -130,7 +134,7 @@ def _tail_of(text: str, limit: int) -> str:
 
 
 def _one_line(text: str) -> str:
-    line = " ".join(str(text).split())
+    line = " ".join(str(text).replace("\x00", "\ufffd").split())
     return line if len(line) <= _MAX_MESSAGE else line[: _MAX_MESSAGE - 3] + "..."
 
 

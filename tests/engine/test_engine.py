@@ -89,6 +89,14 @@ def test_huge_output_keeps_the_tail_only(engine, client, make_task, runs_of, wai
     assert run.output.endswith("a\nEND\n")
 
 
+def test_output_with_nul_bytes_is_recorded(engine, client, make_task, runs_of, wait_until):
+    # PostgreSQL text refuses NUL: such a run could not be recorded and came back as "worker lost".
+    task = make_task(cron_expression="0 0 1 1 *", action={"type": "shell", "command": "printf 'a\\0b\\n'"})
+    client.post(f"/api/tasks/{task['id']}/run/")
+    [run] = wait_until(lambda: finished(runs_of(task["id"])), timeout=30)
+    assert (run.status, run.output) == ("success", "a\ufffdb\n")
+
+
 def test_child_with_cron_is_skipped_when_its_parent_failed(engine, client, make_task, runs_of, wait_until):
     parent = make_task(name="extract", cron_expression="0 0 1 1 *", max_retries=0,
                        action={"type": "shell", "command": "exit 1"})

@@ -86,6 +86,15 @@ def test_output_tail_keeps_the_last_bytes() -> None:
     assert tail.truncated
 
 
+def test_nul_bytes_in_output_become_replacement_characters_within_the_limit() -> None:
+    tail = OutputTail(9)
+    tail.write(b"a\x00b" + b"\x00" * 10)
+    assert "\x00" not in tail.text() and tail.text() == "\ufffd" * 3
+    assert len(tail.text().encode()) <= 9
+    outcome = execute_action({"type": "shell", "command": "printf 'a\\0b'; exit 3"}, timeout=5, output_limit=100)
+    assert outcome.output == "a\ufffdb"
+
+
 def test_output_tail_does_not_start_with_half_a_character() -> None:
     tail = OutputTail(5)
     tail.write("é".encode() * 10)  # two bytes each: the cut falls inside one
