@@ -98,8 +98,9 @@ class Task(db.Model):
     )
 
     __table_args__ = (
-        # The tick's due-work queries: scheduled slots and retries.
-        sa.Index("ix_task_due", "enabled", "next_run_at"),
+        # The tick's due-work queries: scheduled slots and retries. The id makes the order
+        # (next_run_at, id) the index's own, so that tasks sharing a slot need no sort.
+        sa.Index("ix_task_due", "enabled", "next_run_at", "id"),
         sa.Index("ix_task_retry_due", "status", "next_retry_at"),
     )
 
