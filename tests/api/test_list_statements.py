@@ -1,33 +1,14 @@
 """A list page costs a few statements, however many items it holds and however they are linked."""
 from __future__ import annotations
 
-from contextlib import contextmanager
-
 import pytest
-import sqlalchemy as sa
 
 from api_helpers import add_run, describe, make_task
-from scheduler_service.extensions import db
+from statements import counted_statements
 
 # tasks: the page, and the parents of its tasks; logs: the page (task names joined in).
 # The bearer token is checked once per process every few seconds, so it costs nothing here.
 MOST_STATEMENTS = {"/api/tasks/": 2, "/api/logs/": 1}
-
-
-@contextmanager
-def counted_statements(app):
-    statements: list[str] = []
-
-    def count(conn, cursor, statement, parameters, context, executemany):
-        statements.append(statement)
-
-    with app.app_context():
-        engine = db.engine
-    sa.event.listen(engine, "before_cursor_execute", count)
-    try:
-        yield statements
-    finally:
-        sa.event.remove(engine, "before_cursor_execute", count)
 
 
 def _linked_tasks_with_runs(app, client, count: int) -> None:

@@ -9,6 +9,7 @@ from scheduler_service.engine.executors import Outcome
 from scheduler_service.engine.tick import RunResult, finish_run, finish_runs, recover_lost_runs, tick
 from scheduler_service.extensions import db
 from scheduler_service.models import Run, Task
+from statements import counted_statements
 
 UTC = timezone.utc
 
@@ -142,29 +143,14 @@ def _tick_unmarked(app, now):
         return tick(now, owner="a", capacity=8, mark=False)
 
 
-def _statements_during(app, action) -> list[str]:
-    seen: list[str] = []
-
-    def record(conn, cursor, statement, parameters, context, executemany):
-        seen.append(statement)
-
-    with app.app_context():
-        engine = db.engine
-    sa.event.listen(engine, "before_cursor_execute", record)
-    try:
-        result = action()
-    finally:
-        sa.event.remove(engine, "before_cursor_execute", record)
-    return result, seen
-
-
 def test_an_idle_tick_is_one_read_and_still_knows_when_to_wake(app):
     now = datetime(2026, 11, 28, 2, 0, tzinfo=UTC)
     for minutes in (5, 3, 9):
         add_task(app, next_run_at=now + timedelta(minutes=minutes))
     idle_tick = lambda: _tick_unmarked(app, now)  # noqa: E731
     idle_tick()  # warm-up: connections, statement caches
-    report, statements = _statements_during(app, idle_tick)
+    with counted_statements(app) as statements:
+        report = idle_tick()
     assert report.claimed == [] and report.errors == 0
     assert report.next_due_at == now + timedelta(minutes=3)
     # One statement: the claim steps are not even asked.
