@@ -10,6 +10,8 @@ import os
 import subprocess
 import sys
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -124,6 +126,17 @@ def connect(url: str) -> sa.Engine:
     return sa.create_engine(url, poolclass=sa.pool.NullPool)
 
 
+@contextmanager
+def connection_to(url: str, *, write: bool = False) -> Iterator[sa.Connection]:
+    """A connection of its own (committed at the end when ``write``), closed with its engine."""
+    engine = connect(url)
+    try:
+        with (engine.begin() if write else engine.connect()) as connection:
+            yield connection
+    finally:
+        engine.dispose()
+
+
 def table_names(url: str) -> set[str]:
     engine = connect(url)
     try:
@@ -134,24 +147,16 @@ def table_names(url: str) -> set[str]:
 
 def schema_differences(url: str) -> list:
     """What `flask db check` compares: the models against the migrated database."""
-    engine = connect(url)
-    try:
-        with engine.connect() as connection:
-            context = MigrationContext.configure(
-                connection, opts={"compare_type": True, "render_as_batch": True}
-            )
-            return compare_metadata(context, db.metadata)
-    finally:
-        engine.dispose()
+    with connection_to(url) as connection:
+        context = MigrationContext.configure(
+            connection, opts={"compare_type": True, "render_as_batch": True}
+        )
+        return compare_metadata(context, db.metadata)
 
 
 def current_revision(url: str) -> str | None:
-    engine = connect(url)
-    try:
-        with engine.connect() as connection:
-            return MigrationContext.configure(connection).get_current_revision()
-    finally:
-        engine.dispose()
+    with connection_to(url) as connection:
+        return MigrationContext.configure(connection).get_current_revision()
 
 
 def test_migrations_have_one_head():
@@ -181,33 +186,25 @@ def test_upgrade_is_idempotent_on_an_up_to_date_database(empty_database, flask_d
 def test_upgrade_again_keeps_existing_data(empty_database, flask_db):
     flask_db(empty_database, "upgrade")
     slot = datetime(2026, 11, 28, 2, 0, tzinfo=timezone.utc)
-    engine = connect(empty_database)
-    try:
-        with engine.begin() as connection:
-            task_id = connection.execute(
-                sa.insert(Task.__table__).values(
-                    name="nightly", cron_expression="0 2 * * *",
-                    action={"type": "shell", "command": "echo hi"}, next_run_at=slot,
-                ).returning(Task.__table__.c.id)
-            ).scalar_one()
-            connection.execute(
-                sa.insert(Run.__table__).values(
-                    task_id=task_id, trigger="schedule", status="success", scheduled_for=slot,
-                    started_at=slot, finished_at=slot, exit_code=0, output="hi\n",
-                )
+    with connection_to(empty_database, write=True) as connection:
+        task_id = connection.execute(
+            sa.insert(Task.__table__).values(
+                name="nightly", cron_expression="0 2 * * *",
+                action={"type": "shell", "command": "echo hi"}, next_run_at=slot,
+            ).returning(Task.__table__.c.id)
+        ).scalar_one()
+        connection.execute(
+            sa.insert(Run.__table__).values(
+                task_id=task_id, trigger="schedule", status="success", scheduled_for=slot,
+                started_at=slot, finished_at=slot, exit_code=0, output="hi\n",
             )
-    finally:
-        engine.dispose()
+        )
 
     flask_db(empty_database, "upgrade")
 
-    engine = connect(empty_database)
-    try:
-        with engine.connect() as connection:
-            tasks = connection.execute(sa.select(Task.__table__)).mappings().all()
-            runs = connection.execute(sa.select(Run.__table__)).mappings().all()
-    finally:
-        engine.dispose()
+    with connection_to(empty_database) as connection:
+        tasks = connection.execute(sa.select(Task.__table__)).mappings().all()
+        runs = connection.execute(sa.select(Run.__table__)).mappings().all()
     assert [(t["id"], t["name"], t["action"], t["next_run_at"]) for t in tasks] == [
         (task_id, "nightly", {"type": "shell", "command": "echo hi"}, slot)
     ]
@@ -232,34 +229,26 @@ def test_downgrade_to_base_then_upgrade(empty_database, flask_db):
 def test_the_run_counts_migration_counts_the_runs_already_there(empty_database, flask_db):
     flask_db(empty_database, "upgrade", "f29b84058cde")  # the revision before task_run_counts
     slot = datetime(2026, 11, 28, 2, 0, tzinfo=timezone.utc)
-    engine = connect(empty_database)
-    try:
-        with engine.begin() as connection:
-            task_ids = connection.execute(
-                sa.insert(Task.__table__).returning(Task.__table__.c.id),
-                [{"name": name, "cron_expression": "0 2 * * *", "action": {"type": "shell", "command": "true"}}
-                 for name in ("busy", "idle")],
-            ).scalars().all()
-            runs = [("success", 1.5), ("failed", 2.25), ("skipped", None), ("running", None), ("pending", None),
-                    ("success", 0.000001)]
-            connection.execute(sa.insert(Run.__table__), [
-                {"task_id": task_ids[0], "trigger": "schedule", "status": status, "attempt": 1,
-                 "scheduled_for": slot + timedelta(minutes=n), "started_at": slot if status != "pending" else None,
-                 "finished_at": slot if status in ("success", "failed", "skipped") else None,
-                 "duration_seconds": duration, "output": "", "message": ""}
-                for n, (status, duration) in enumerate(runs)
-            ])
-    finally:
-        engine.dispose()
+    with connection_to(empty_database, write=True) as connection:
+        task_ids = connection.execute(
+            sa.insert(Task.__table__).returning(Task.__table__.c.id),
+            [{"name": name, "cron_expression": "0 2 * * *", "action": {"type": "shell", "command": "true"}}
+             for name in ("busy", "idle")],
+        ).scalars().all()
+        runs = [("success", 1.5), ("failed", 2.25), ("skipped", None), ("running", None), ("pending", None),
+                ("success", 0.000001)]
+        connection.execute(sa.insert(Run.__table__), [
+            {"task_id": task_ids[0], "trigger": "schedule", "status": status, "attempt": 1,
+             "scheduled_for": slot + timedelta(minutes=n), "started_at": slot if status != "pending" else None,
+             "finished_at": slot if status in ("success", "failed", "skipped") else None,
+             "duration_seconds": duration, "output": "", "message": ""}
+            for n, (status, duration) in enumerate(runs)
+        ])
 
     flask_db(empty_database, "upgrade")
 
-    engine = connect(empty_database)
-    try:
-        with engine.connect() as connection:
-            counts = connection.execute(sa.text("SELECT * FROM task_run_counts")).mappings().all()
-    finally:
-        engine.dispose()
+    with connection_to(empty_database) as connection:
+        counts = connection.execute(sa.text("SELECT * FROM task_run_counts")).mappings().all()
     assert [dict(row) for row in counts] == [{
         "task_id": task_ids[0], "pending": 1, "running": 1, "success": 2, "failed": 1, "skipped": 1,
         "timed_runs": 3, "timed_microseconds": 3_750_001,
