@@ -560,10 +560,11 @@ def finish_runs(results: Sequence[RunResult], *, owner: str | None = None) -> li
     that lost its lease cannot overwrite the recovery. The answer lists what was
     recorded; a result that was not is simply absent.
     """
-    # One order for every process, so two batches touching the same tasks cannot deadlock.
-    ordered = sorted(results, key=lambda result: result.run_id)
-    facts = _run_facts([result.run_id for result in ordered])
-    ordered = [result for result in ordered if result.run_id in facts]
+    facts = _run_facts(sorted(result.run_id for result in results))
+    # Task rows in one order for every process (task id, then run id), so that two batches
+    # moving the same tasks on cannot wait for each other's locks; a run row has one owner.
+    ordered = sorted((result for result in results if result.run_id in facts),
+                     key=lambda result: (facts[result.run_id].task_id, result.run_id))
     finished = _finish_all(ordered, facts, owner)
     if finished is None:  # some run was no longer ours: find out which, one by one
         db.session.rollback()
