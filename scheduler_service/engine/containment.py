@@ -204,8 +204,8 @@ class RunCgroups:
         self.max_processes = max_processes
         self._numbers = itertools.count(1)
         self._hostname = socket.gethostname()
-        # Emptied cgroups, reused by later runs: making and removing a cgroup per run cost
-        # a third of a millisecond of kernel time, a fifth of a burst of shell runs.
+        # Emptied cgroups, reused by later runs: a burst of short commands then makes a
+        # handful of cgroup directories instead of one per run.
         self._idle: list[RunCgroup] = []
         self._idle_lock = threading.Lock()
 
