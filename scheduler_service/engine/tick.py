@@ -14,7 +14,7 @@ import logging
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -280,16 +280,7 @@ def due_work(now: datetime) -> DueWork:
     """One round trip, each part answered from an index (ix_run_status_started, ix_task_retry_due, ix_task_due)."""
     pending, retry_at, slot_at, some_child = _execute(_DUE_WORK).one()
     db.session.commit()
-    return DueWork(pending is not None, _as_utc(retry_at), _as_utc(slot_at), some_child is not None)
-
-
-def _as_utc(moment: datetime | None) -> datetime | None:
-    # A Core scalar subquery skips the UTCDateTime column type: SQLite hands back a naive datetime or a string.
-    if moment is None:
-        return None
-    if isinstance(moment, str):
-        moment = datetime.fromisoformat(moment)
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=timezone.utc)
+    return DueWork(pending is not None, retry_at, slot_at, some_child is not None)
 
 
 def _guarded(report: TickReport, step, *args):
