@@ -6,9 +6,9 @@ from typing import Any
 import sqlalchemy as sa
 from flask.views import MethodView
 
-from .. import services
+from .. import listing, services
 from ..extensions import db
-from ..models import RUN_STATUSES, TASK_STATUSES, SchedulerState, Task, TaskRunCounts
+from ..models import RUN_STATUSES, SchedulerState, Task, TaskRunCounts
 from ..run_counts import COUNTED, MICROSECONDS
 from ..schemas import StatsQueryArgsSchema, StatsSchema
 from .blueprint import Blueprint
@@ -16,16 +16,6 @@ from .blueprint import Blueprint
 blp = Blueprint("stats", __name__, url_prefix="/api/stats", description="Statistics")
 
 NEXT_RUNS_SHOWN = 10
-
-
-def _task_counts(where: list) -> tuple[int, int, dict[str, int]]:
-    """Tasks in all, enabled, and by status: one scan of the task table, not one per figure."""
-    rows = db.session.execute(
-        sa.select(Task.status, sa.func.count(), sa.func.count().filter(Task.enabled)).where(*where).group_by(Task.status)
-    ).all()
-    by_status = dict.fromkeys(TASK_STATUSES, 0)
-    by_status.update({status: count for status, count, _ in rows if status in by_status})
-    return sum(count for _, count, _ in rows), sum(enabled for _, _, enabled in rows), by_status
 
 
 def _run_counts(task_id: int | None) -> dict[str, int]:
@@ -55,7 +45,7 @@ def runs_document(counts: dict[str, int]) -> dict[str, Any]:
 def collect_stats(task_id: int | None = None) -> dict[str, Any]:
     task_filter = [Task.id == task_id] if task_id is not None else []
 
-    tasks_total, tasks_enabled, tasks_by_status = _task_counts(task_filter)
+    tasks_total, tasks_enabled, tasks_by_status = listing.task_counts(task_filter)
     next_runs = db.session.execute(
         sa.select(Task.id, Task.name, Task.next_run_at)
         .where(Task.enabled, Task.next_run_at.is_not(None), *task_filter)

@@ -28,9 +28,9 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.multiprocess import MultiProcessCollector
 from sqlalchemy.exc import SQLAlchemyError
 
-from .. import auth, events
+from .. import auth, events, listing
 from ..database import db
-from ..models import TASK_STATUSES, SchedulerState, Task
+from ..models import SchedulerState, Task
 from .models import ALERT_STATUSES, Alert
 
 log = logging.getLogger(__name__)
@@ -184,15 +184,13 @@ class DatabaseCollector:
 
     def _read(self) -> list[Metric]:
         session = db.session
+        _, enabled_count, by_status = listing.task_counts([])
         tasks = GaugeMetricFamily("scheduler_tasks", "Tasks by status.", labels=["status"])
-        counts = dict.fromkeys(TASK_STATUSES, 0)
-        for status, count in session.execute(sa.select(Task.status, sa.func.count()).group_by(Task.status)):
-            counts[status] = count
-        for status, count in counts.items():
+        for status, count in by_status.items():
             tasks.add_metric([status], count)
 
         enabled = GaugeMetricFamily("scheduler_tasks_enabled", "Tasks that are enabled.")
-        enabled.add_metric([], session.execute(sa.select(sa.func.count()).where(Task.enabled)).scalar() or 0)
+        enabled.add_metric([], enabled_count)
 
         info = GaugeMetricFamily("scheduler_task_info", "1 for each task: its name, for joins on task_id.",
                                  labels=["task_id", "task"])
