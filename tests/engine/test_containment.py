@@ -19,6 +19,7 @@ from scheduler_service.engine import containment
 from scheduler_service.engine.containment import RunCgroups, find_pids_cgroup, jailed_command
 from scheduler_service.engine.executors import ShellExecutor, executors_with, execute_action
 from scheduler_service.engine.scheduler import _shell_cgroups
+from processes import running
 from waiting import wait_until
 
 V1_MOUNTINFO = """\
@@ -81,15 +82,6 @@ def cgroups():
     assert not os.path.exists(found.home)
 
 
-def _alive(pid: int) -> bool:
-    """Running, as opposed to gone or a zombie waiting for a parent that is not us."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-
-
 def _processes_with(marker: str) -> list[int]:
     """Live processes whose command line contains ``marker``."""
     found = []
@@ -98,7 +90,7 @@ def _processes_with(marker: str) -> list[int]:
             continue
         try:
             with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
-                if marker.encode() in cmdline.read() and _alive(int(entry)):
+                if marker.encode() in cmdline.read() and running(int(entry)):
                     found.append(int(entry))
         except OSError:
             pass

@@ -15,6 +15,7 @@ from datetime import timedelta
 import pytest
 import sqlalchemy as sa
 
+from processes import running
 from scheduler_service.engine.containment import RunCgroups
 from scheduler_service.extensions import db
 from scheduler_service.models import Run, Task
@@ -96,14 +97,6 @@ def _cgroups_available() -> bool:
     return found is not None
 
 
-def _running(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has ended
-    except FileNotFoundError:
-        return False
-
-
 def test_a_killed_worker_s_run_is_recovered_and_retried(app, processes, wait, tmp_path):
     marker = tmp_path / "attempted"
     pid_file = tmp_path / "pid"
@@ -118,13 +111,13 @@ def test_a_killed_worker_s_run_is_recovered_and_retried(app, processes, wait, tm
     orphan = int(pid_file.read_text())
     victim.send_signal(signal.SIGKILL)
     victim.wait(timeout=10)
-    assert _running(orphan), "the command dies with its scheduler only through the sweep"
+    assert running(orphan), "the command dies with its scheduler only through the sweep"
     if not contained:
         os.kill(orphan, signal.SIGKILL)  # its own session: nothing else reaches it here
 
     processes.start(**settings)
     # The new scheduler's heartbeat kills what the dead one left running on this machine.
-    wait(lambda: not _running(orphan), timeout=30)
+    wait(lambda: not running(orphan), timeout=30)
     wait(lambda: task(app, task_id).status == "success", timeout=60)
     first, retry = runs(app, task_id)
     assert (first.status, first.message) == ("failed", "worker lost")
