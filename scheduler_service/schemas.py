@@ -1,13 +1,11 @@
 """Marshmallow schemas for every input and output of the API."""
 from __future__ import annotations
 
-import functools
 import re
 from datetime import datetime, timezone
-from typing import Any, Callable
+from typing import Any
 
 import marshmallow as ma
-import sqlalchemy as sa
 from flask import current_app
 from marshmallow import fields, validate
 
@@ -85,87 +83,6 @@ class UTCDateTime(fields.AwareDateTime):
 
 def _utc_datetime(**kwargs: Any) -> UTCDateTime:
     return UTCDateTime(**kwargs)
-
-
-class RowDumpSchema(ma.Schema):
-    """A schema of rows (ORM objects, SQLAlchemy rows, plain dicts) whose ``dump`` reads each
-    field with one ``getattr`` (``dict.get`` for a dict).
-
-    A list page dumps 50 rows of ~15 fields, and marshmallow's generic path for each field
-    (``serialize`` -> ``get_value`` -> ``Schema.get_attribute`` -> ``utils.get_value``) was most
-    of a list request's time. Here a plain field's value is read directly and converted by the
-    field's own ``_serialize``, which is all that path does with it; every other case (a field
-    with its own accessor, a value that is missing, another kind of mapping, dump hooks) still
-    goes through marshmallow. tests/api/test_row_dump.py compares the two.
-    """
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._row_plan = self._plan_rows()
-
-    def _plan_rows(self) -> list[tuple[str, str, str | None, fields.Field]] | None:
-        """(output key, field name, attribute to read or None, field) per dumped field;
-        None when the whole schema must be dumped by marshmallow."""
-        if self._hooks[ma.decorators.PRE_DUMP] or self._hooks[ma.decorators.POST_DUMP]:
-            return None
-        if type(self).get_attribute is not ma.Schema.get_attribute:
-            return None
-        return [
-            (field.data_key if field.data_key is not None else name, name, _plain_attribute(name, field), field)
-            for name, field in self.dump_fields.items()
-        ]
-
-    def dump(self, obj: Any, *, many: bool | None = None) -> Any:
-        many = self.many if many is None else bool(many)
-        if self._row_plan is None or obj is None:
-            return super().dump(obj, many=many)
-        if many:
-            return [self._dump_row(item) for item in obj]
-        return self._dump_row(obj)
-
-    def _dump_row(self, obj: Any) -> dict[str, Any]:
-        read = _reader(obj)
-        if read is None:
-            return super().dump(obj, many=False)
-        row = {}
-        for key, name, attribute, field in self._row_plan:
-            value = ma.missing if attribute is None else read(attribute, ma.missing)
-            if value is ma.missing:  # marshmallow's path: defaults, own accessors, no such attribute
-                value = field.serialize(name, obj, accessor=self.get_attribute)
-                if value is ma.missing:
-                    continue
-            else:
-                value = field._serialize(value, name, obj)
-            row[key] = value
-        return row
-
-
-def _reader(obj: Any) -> Callable[[str, Any], Any] | None:
-    """``read(name, default)`` giving what marshmallow's ``utils.get_value`` finds for a name it
-    can find, or None for objects whose reading only marshmallow knows.
-
-    marshmallow tries ``obj[name]`` first on anything with ``__getitem__``, then the attribute.
-    A dict: the key (a missing key falls back to marshmallow's path). A SQLAlchemy ``Row``
-    refuses a string key (TypeError), so marshmallow reads its attributes, as we do.
-    """
-    if type(obj) is dict:
-        return obj.get
-    if hasattr(obj, "__getitem__") and not isinstance(obj, sa.Row):
-        return None
-    return functools.partial(getattr, obj)
-
-
-def _plain_attribute(name: str, field: fields.Field) -> str | None:
-    """The attribute whose value marshmallow hands to ``field._serialize`` after a plain read;
-    None when the field reads its value some other way."""
-    attribute = field.attribute if field.attribute is not None else name
-    reads_plainly = (
-        field._CHECK_ATTRIBUTE
-        and type(field).serialize is fields.Field.serialize
-        and type(field).get_value is fields.Field.get_value
-        and "." not in attribute
-    )
-    return attribute if reads_plainly else None
 
 
 class StrictSchema(ma.Schema):
@@ -328,7 +245,7 @@ class NotifyField(fields.Nested):
 # --- tasks ---------------------------------------------------------------------
 
 
-class TaskSchema(StrictSchema, RowDumpSchema):
+class TaskSchema(StrictSchema):
     id = fields.Integer(dump_only=True)
     name = Text(required=True, validate=validate.Length(min=1, max=200))
     description = Text(load_default="", validate=validate.Length(max=10000))
@@ -392,7 +309,7 @@ class TaskPageSchema(ma.Schema):
 # --- runs ----------------------------------------------------------------------
 
 
-class RunSchema(RowDumpSchema):
+class RunSchema(ma.Schema):
     id = fields.Integer()
     task_id = fields.Integer()
     task_name = fields.String()
