@@ -277,7 +277,7 @@ class AlertIntake:
     def _process(self, items: list[tuple[Any, ...]], now: datetime) -> int:
         default_url = self.app.config.get("ALERT_WEBHOOK_URL")
         task_ids = {item[1].task_id for item in items} | {watch.task_id for watch in self.watches.values()}
-        tasks = self._tasks(task_ids)
+        tasks = self._tasks(task_ids, with_default_url=bool(default_url))
         batch = _Batch()
         for item in items:
             kind, subject = item[0], item[1]
@@ -303,11 +303,17 @@ class AlertIntake:
             log.info("alert %s queued: %s for task %s", alert_id, event, task_id, extra={"task_id": task_id})
         return len(queued)
 
-    def _tasks(self, task_ids: Iterable[int]) -> dict[int, _TaskInfo]:
+    def _tasks(self, task_ids: Iterable[int], *, with_default_url: bool) -> dict[int, _TaskInfo]:
+        """The tasks among ``task_ids`` that can have alerts: all of them if there is a default
+        webhook, else only those with ``notify`` (the rest are left out, as if deleted)."""
         ids = list(task_ids)
         if not ids:
             return {}
-        rows = db.session.execute(sa.select(Task.id, Task.name, Task.notify).where(Task.id.in_(ids))).all()
+        query = sa.select(Task.id, Task.name, Task.notify).where(Task.id.in_(ids))
+        if not with_default_url:
+            # A task without notify holds SQL NULL, or JSON null once a PATCH cleared it.
+            query = query.where(Task.notify.is_not(None), sa.cast(Task.notify, sa.Text) != "null")
+        rows = db.session.execute(query).all()
         return {task_id: _TaskInfo(name, notify) for task_id, name, notify in rows}
 
     def _alert(self, batch: _Batch, target: Target, event: str, task_id: int, body: dict[str, Any]) -> None:

@@ -14,7 +14,7 @@ from scheduler_service.engine.tick import FinishedRun
 from scheduler_service.extensions import db
 from scheduler_service.ops.alerts import (
     DELIVERY_HEADER, EVENT_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, AlertSender, Target, backoff_seconds,
-    finished_events, signature, target_for, verify_signature,
+    AlertIntake, finished_events, signature, target_for, verify_signature,
 )
 from scheduler_service.ops.models import Alert
 
@@ -318,6 +318,21 @@ def test_notify_is_stored_changed_and_cleared(app, client, make_task):
     cleared = client.patch(f"/api/tasks/{task['id']}/", json={"notify": None}).get_json()
     assert cleared["notify"] is None
     assert "notify" in client.get("/api/openapi.json").get_json()["components"]["schemas"]["Task"]["properties"]
+
+
+def test_the_intake_reads_only_tasks_that_can_have_alerts(app, client, make_task):
+    """Without a default webhook, a task with no `notify` (never set, or cleared to null) cannot raise
+    an alert, so the intake does not read it for every batch of runs."""
+    wants = make_task(notify={"url": "http://hooks.internal/x", "events": ["failure"]})
+    never = make_task()
+    cleared = make_task(notify={"url": "http://hooks.internal/x"})
+    assert client.patch(f"/api/tasks/{cleared['id']}/", json={"notify": None}).status_code == 200
+    ids = [wants["id"], never["id"], cleared["id"]]
+    intake = AlertIntake(app, lambda trigger, lag: None)
+    with app.app_context():
+        assert set(intake._tasks(ids, with_default_url=False)) == {wants["id"]}
+        assert set(intake._tasks(ids, with_default_url=True)) == set(ids)
+        db.session.rollback()
 
 
 # --- rules, without a database ------------------------------------------------------------------------
