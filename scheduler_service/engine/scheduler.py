@@ -8,6 +8,7 @@ SCHEDULER_TICK_SECONDS, and at once when this process changes or finishes work.
 from __future__ import annotations
 
 import atexit
+import collections
 import logging
 import os
 import queue
@@ -51,6 +52,11 @@ RECORD_BATCH = 256
 RECORD_LINGER_SECONDS = 0.003
 # The tick time shown in /api/stats is written at most this often (it is one more commit).
 MARK_TICK_SECONDS = 1.0
+# Claim ahead of the workers by as many runs as they finished in this long: a burst of short
+# runs then takes a few full ticks and batches instead of one per worker's worth, while a
+# claimed run still waits about this long at most for a worker of this process (not hoarded
+# when another process could start it). Runs that take longer keep the floor of 2 x workers.
+CLAIM_AHEAD_SECONDS = 0.25
 
 
 class Engine:
@@ -67,9 +73,10 @@ class Engine:
         self.clock = clock
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.max_workers: int = config["SCHEDULER_MAX_WORKERS"]
-        # Claim a little ahead of the workers so that they never wait for a tick,
-        # but not so far that other processes get no share.
-        self.max_claimed: int = 2 * self.max_workers
+        # Claim at least a little ahead of the workers so that they never wait for a tick.
+        self.min_claimed: int = 2 * self.max_workers
+        self.max_claimed: int = self.max_workers + RECORD_BATCH
+        self._recorded: collections.deque[tuple[float, int]] = collections.deque()  # (when, how many)
         self.tick_seconds: float = config["SCHEDULER_TICK_SECONDS"]
         self.lease_seconds: float = config["RUN_LEASE_SECONDS"]
         self.output_limit: int = config["RUN_OUTPUT_LIMIT_BYTES"]
@@ -79,7 +86,8 @@ class Engine:
         self.pool = ThreadPoolExecutor(self.max_workers, thread_name_prefix="scheduler-run")
         self.timer = BackgroundScheduler(timezone=timezone.utc)
         self.stopping = threading.Event()
-        self._in_flight: dict[int, threading.Event] = {}
+        self._in_flight: set[int] = set()  # claimed and not yet recorded
+        self._stop_runs = threading.Event()  # set at shutdown: running actions stop, queued ones do not start
         self._lock = threading.Lock()
         self._wake_requested = threading.Event()
         self._ticking = threading.Event()
@@ -123,10 +131,7 @@ class Engine:
         deadline = time.monotonic() + grace_seconds
         while self.in_flight_count() and time.monotonic() < deadline:
             time.sleep(0.05)
-        with self._lock:
-            remaining = list(self._in_flight.values())
-        for stop in remaining:
-            stop.set()
+        self._stop_runs.set()
         # Stopped actions end within moments (their process groups are killed); let them record.
         deadline = time.monotonic() + 30
         while self.in_flight_count() and time.monotonic() < deadline:
@@ -156,6 +161,16 @@ class Engine:
         with self._lock:
             return len(self._in_flight)
 
+    def claim_window(self) -> int:
+        """How many runs this process may hold claimed: its workers plus what they finished in
+        the last CLAIM_AHEAD_SECONDS, at least 2 x workers and at most workers + RECORD_BATCH."""
+        horizon = time.monotonic() - CLAIM_AHEAD_SECONDS
+        with self._lock:
+            while self._recorded and self._recorded[0][0] < horizon:
+                self._recorded.popleft()
+            recent = sum(count for _, count in self._recorded)
+        return min(max(self.max_workers + recent, self.min_claimed), self.max_claimed)
+
     def _remove_job(self, job_id: str) -> None:
         try:
             self.timer.remove_job(job_id)
@@ -176,7 +191,7 @@ class Engine:
         # A wake that arrives while a tick runs is not lost: tick again.
         while not self.stopping.is_set():
             self._wake_requested.clear()
-            capacity = self.max_claimed - self.in_flight_count()
+            capacity = self.claim_window() - self.in_flight_count()
             mark = time.monotonic() - self._last_mark >= MARK_TICK_SECONDS
             started = time.monotonic()
             with self._db_lock, self.app.app_context():
@@ -216,7 +231,7 @@ class Engine:
             target = min(target, now + (report.next_due_at - self.clock()))
         if report.waiting:
             target = min(target, now + timedelta(seconds=WAITING_RECHECK_SECONDS))
-        if report.lost_claims or (report.saturated and self.in_flight_count() < self.max_claimed):
+        if report.lost_claims or (report.saturated and self.in_flight_count() < self.claim_window()):
             # Due work is left (another process took what we saw, or we had no room
             # then): look again at once rather than at the next future slot.
             target = min(target, now + timedelta(seconds=BACKLOG_RECHECK_SECONDS))
@@ -254,20 +269,19 @@ class Engine:
     # --- runs ---------------------------------------------------------------------------
 
     def _submit(self, claimed: ClaimedRun) -> None:
-        stop = threading.Event()
         with self._lock:
-            self._in_flight[claimed.run_id] = stop
+            self._in_flight.add(claimed.run_id)
         try:
-            self.pool.submit(self._execute, claimed, stop)
+            self.pool.submit(self._execute, claimed)
         except RuntimeError:  # the pool is shut down: leave the run to lease recovery
             with self._lock:
-                self._in_flight.pop(claimed.run_id, None)
+                self._in_flight.discard(claimed.run_id)
 
-    def _execute(self, claimed: ClaimedRun, stop: threading.Event) -> None:
+    def _execute(self, claimed: ClaimedRun) -> None:
         started_at = self.clock()
         try:
             with log_context(task_id=claimed.task_id, run_id=claimed.run_id, attempt=claimed.attempt):
-                outcome = self._perform(claimed, stop)
+                outcome = self._perform(claimed, self._stop_runs)
         except BaseException as exc:  # the executors never raise; if one does, the run still ends
             outcome = Outcome(succeeded=False, message=f"internal error: {exc!r}")
         self._results.put(RunResult(claimed.run_id, outcome, started_at, self.clock()))
@@ -290,8 +304,8 @@ class Engine:
             self._fill(batch)
             finished = self._record(batch)
             with self._lock:
-                for result in batch:
-                    self._in_flight.pop(result.run_id, None)
+                self._in_flight.difference_update(result.run_id for result in batch)
+                self._recorded.append((time.monotonic(), len(batch)))
             self._announce(finished, [])
             self.wake()  # workers are free, and retries or dependent runs may be due
 
