@@ -89,6 +89,9 @@ _RUN_FACTS = (
         _run.c.id, _run.c.task_id, _run.c.attempt, _run.c.trigger, _run.c.scheduled_for, _run.c.started_at,
         _task.c.name, _task.c.max_retries, _task.c.retry_delay_seconds, _task.c.retry_max_delay_seconds,
         _task.c.last_outcome,
+        # Only a parent's success can make a child due: most tasks have none, and then
+        # recording needs no look for waiting children.
+        sa.exists().where(_deps.c.parent_id == _run.c.task_id).label("has_children"),
     )
     .join(_task, _task.c.id == _run.c.task_id)
     .where(_run.c.id.in_(_p("b_ids", expanding=True)))
@@ -561,8 +564,8 @@ def finish_runs(results: Sequence[RunResult], *, owner: str | None = None) -> li
         db.session.rollback()
         finished = [recorded for result in ordered
                     if (recorded := _finish_one(result, facts[result.run_id], owner=owner)) is not None]
-    _trigger_dependents([run.task_id for run in finished if run.status == "success"], ordered[-1].finished_at
-                        if ordered else None)
+    parents = [run.task_id for run in finished if run.status == "success" and facts[run.run_id].has_children]
+    _trigger_dependents(parents, ordered[-1].finished_at if ordered else None)
     _count_finished(finished)
     db.session.commit()
     return finished
