@@ -39,3 +39,23 @@ def busy_loop() -> None:
 
 def sleep_in_c(seconds: float) -> None:
     time.sleep(seconds)
+
+
+_per_thread = threading.local()
+
+
+def calls_in_this_thread() -> int:
+    """How many times this function was called in the current thread."""
+    _per_thread.calls = getattr(_per_thread, "calls", 0) + 1
+    return _per_thread.calls
+
+
+def spin(seconds: float) -> str:
+    """Runs pure Python for ``seconds``; a TimeoutError raised in it is caught and reported."""
+    until = time.monotonic() + seconds
+    try:
+        while time.monotonic() < until:
+            pass
+    except TimeoutError:
+        return "caught the timeout"
+    return "finished"

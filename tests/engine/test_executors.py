@@ -480,6 +480,27 @@ def test_python_stop_event_stops_a_busy_loop(samples: Any) -> None:
     assert not alive
 
 
+def test_python_calls_reuse_an_idle_thread(samples: Any) -> None:
+    counts = [run(python("calls_in_this_thread")).output for _ in range(20)]
+    assert max(int(count.removeprefix("-> ")) for count in counts) > 1  # not a new thread per run
+
+
+@pytest.mark.slow
+def test_a_timeout_never_reaches_a_later_call(samples: Any) -> None:
+    # Calls that end around their deadline: the injected TimeoutError may arrive after the call
+    # has returned. The thread it was meant for is retired, so the next call never sees it.
+    timed_out = 0
+    for index in range(40):
+        length = 0.05 + (index % 5) * 0.005
+        outcome = run(python("spin", args=[length]), timeout=0.06)
+        if not outcome.succeeded:
+            assert outcome.message == "timed out after 0.06s"
+            timed_out += 1
+        after = run(python("calls_in_this_thread"))
+        assert after.succeeded, after
+    assert timed_out >= 16  # at least the calls longer than their timeout
+
+
 @pytest.mark.slow
 def test_python_call_blocked_in_c_is_abandoned_and_logged(samples: Any, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING, logger="scheduler_service.engine.executors")
