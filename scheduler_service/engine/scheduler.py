@@ -18,7 +18,6 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 
 import click
@@ -59,6 +58,45 @@ MARK_TICK_SECONDS = 1.0
 CLAIM_AHEAD_SECONDS = 0.25
 
 
+class Workers:
+    """A fixed set of threads that execute claimed runs in the order given.
+
+    Lighter than a ThreadPoolExecutor, which made a Future (and its lock) per run that
+    nothing waited on: outcomes go to the recorder's queue instead.
+    """
+
+    _DONE = object()
+
+    def __init__(self, count: int, work: Callable[[ClaimedRun], None], name: str) -> None:
+        self._work = work
+        self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self._closed = False
+        self._threads = [threading.Thread(target=self._serve, name=f"{name}-{index}", daemon=True)
+                         for index in range(count)]
+
+    def start(self) -> None:
+        for thread in self._threads:
+            thread.start()
+
+    def submit(self, claimed: ClaimedRun) -> None:
+        if self._closed:
+            raise RuntimeError("the workers are shut down")
+        self._queue.put(claimed)
+
+    def shutdown(self) -> None:
+        """Let the workers finish what is queued (stopped runs end at once), then end."""
+        self._closed = True
+        for _ in self._threads:
+            self._queue.put(self._DONE)
+
+    def _serve(self) -> None:
+        while (claimed := self._queue.get()) is not self._DONE:
+            try:
+                self._work(claimed)
+            except BaseException:  # _work records every outcome itself; nothing may end a worker
+                log.exception("a worker failed")
+
+
 class Engine:
     """One process's scheduler: the timer, a bounded pool of workers, a recorder and the leases of its runs.
 
@@ -83,7 +121,7 @@ class Engine:
         self.shell_enabled: bool = config["SHELL_ACTIONS_ENABLED"]
         self.cgroups = _shell_cgroups(config, self.owner) if self.shell_enabled else None
         self.executors = executors_with(self.cgroups)
-        self.pool = ThreadPoolExecutor(self.max_workers, thread_name_prefix="scheduler-run")
+        self.pool = Workers(self.max_workers, self._execute, name="scheduler-run")
         self.timer = BackgroundScheduler(timezone=timezone.utc)
         self.stopping = threading.Event()
         self._in_flight: set[int] = set()  # claimed and not yet recorded
@@ -113,6 +151,7 @@ class Engine:
             self._heartbeat_job, IntervalTrigger(seconds=max(self.lease_seconds / 3, 0.2)), id="heartbeat",
             next_run_time=now, max_instances=1, coalesce=True, misfire_grace_time=None,
         )
+        self.pool.start()
         self._recorder.start()
         self.timer.start()
         log.info("scheduler started as %s (%d workers)", self.owner, self.max_workers)
@@ -140,8 +179,8 @@ class Engine:
             log.error("%d runs did not record their outcome; lease recovery will finish them", self.in_flight_count())
         self._recorder_done.set()
         self.timer.shutdown(wait=False)
-        # Not cancel_futures: a queued run sees its stop event at once and records itself as stopped.
-        self.pool.shutdown(wait=False)
+        # A queued run sees the stop event at once and records itself as stopped.
+        self.pool.shutdown()
         self._recorder.join(timeout=5)
         if self.cgroups is not None:
             self.cgroups.close()
@@ -272,8 +311,8 @@ class Engine:
         with self._lock:
             self._in_flight.add(claimed.run_id)
         try:
-            self.pool.submit(self._execute, claimed)
-        except RuntimeError:  # the pool is shut down: leave the run to lease recovery
+            self.pool.submit(claimed)
+        except RuntimeError:  # the workers are shut down: leave the run to lease recovery
             with self._lock:
                 self._in_flight.discard(claimed.run_id)
 
