@@ -48,8 +48,16 @@ _REMOVE_PAUSE_SECONDS = 0.01
 
 
 def _read(path: str) -> str:
-    with open(path) as file:
-        return file.read()
+    # os.open/os.read: three system calls where open() makes nine, and in a burst of shell
+    # runs each is a moment when ten worker threads compete for the GIL.
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        chunks = []
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
+    return b"".join(chunks).decode()
 
 
 def _write(path: str, text: str) -> None:
@@ -132,6 +140,7 @@ class RunCgroup:
 
     path: str
     refused_before: int = 0  # pids.events "max" when this run began: the count never resets
+    has_kill_file: bool | None = None  # cgroup v2's cgroup.kill (Linux 5.14+); None: not looked yet
 
     @property
     def procs_file(self) -> str:
@@ -143,10 +152,12 @@ class RunCgroup:
         except FileNotFoundError:
             return []
 
-    def kill_all(self) -> None:
-        """SIGKILL every member, again until none is left (a member may fork while we list)."""
+    def kill_all(self) -> bool:
+        """SIGKILL every member, again until none is left (a member may fork while we list); True once empty."""
         kill_file = os.path.join(self.path, "cgroup.kill")  # v2, Linux 5.14+: one atomic kill
-        if os.path.exists(kill_file):
+        if self.has_kill_file is None:
+            self.has_kill_file = os.path.exists(kill_file)
+        if self.has_kill_file:
             try:
                 _write(kill_file, "1")
             except OSError:
@@ -154,7 +165,7 @@ class RunCgroup:
         for _ in range(_KILL_PASSES):
             members = self.members()
             if not members:
-                return
+                return True
             for pid in members:
                 try:
                     os.kill(pid, signal.SIGKILL)
@@ -164,6 +175,13 @@ class RunCgroup:
             # a forking one may have added a child since we listed.
             time.sleep(_KILL_PAUSE_SECONDS)
         log.warning("cgroup %s still has members after %d kill passes", self.path, _KILL_PASSES)
+        return False
+
+    def take_refused_forks(self) -> int:
+        """How often fork() failed at the process limit during this run (read once, at its end)."""
+        total = self.refused_forks()
+        refused, self.refused_before = total - self.refused_before, total  # the next run counts from here
+        return refused
 
     def refused_forks(self) -> int:
         """How often fork() failed in this cgroup because it was at its process limit, ever."""
@@ -210,18 +228,18 @@ class RunCgroups:
         self._idle_lock = threading.Lock()
 
     def acquire(self) -> RunCgroup:
-        """An empty cgroup for one run: an idle one, or a new one."""
+        """An empty cgroup for one run: an idle one, or a new one.
+
+        An idle cgroup's ``refused_before`` was brought up to date by its last run's
+        ``take_refused_forks``: no run forks in it without the executor taking the count.
+        """
         with self._idle_lock:
             cgroup = self._idle.pop() if self._idle else None
-        if cgroup is None:
-            cgroup = self.create()
-        cgroup.refused_before = cgroup.refused_forks()
-        return cgroup
+        return cgroup if cgroup is not None else self.create()
 
     def release(self, cgroup: RunCgroup) -> None:
         """Kill what is left of a run; keep its cgroup for the next run if it is empty, else remove it."""
-        cgroup.kill_all()
-        if cgroup.members():
+        if not cgroup.kill_all():
             cgroup.remove()  # something is slow to die: do not hand it to another run
             return
         with self._idle_lock:

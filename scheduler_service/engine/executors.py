@@ -129,6 +129,8 @@ class OutputTail:
 
 
 def _tail_of(text: str, limit: int) -> str:
+    if len(text) * 4 <= limit and "\x00" not in text:
+        return text  # within the limit however it encodes (UTF-8 is at most 4 bytes a character)
     tail = OutputTail(limit)
     tail.write(text.encode("utf-8", errors="replace"))
     return tail.text()
@@ -354,7 +356,7 @@ class ShellExecutor(Executor):
             if pipe_open:
                 self._drain(proc.stdout.fileno(), tail)
         exit_code = self._reap(proc)
-        refused = cgroup.refused_forks() - cgroup.refused_before if cgroup is not None else 0
+        refused = cgroup.take_refused_forks() if cgroup is not None else 0
         if refused:
             tail.write(
                 f"\n[scheduler] fork() failed {refused} times: the run reached its limit of"
