@@ -329,7 +329,9 @@ class ShellExecutor(Executor):
         stop: threading.Event | None,
     ) -> Outcome:
         command = action["command"]
-        env = {**os.environ, **(action.get("env") or {})}
+        extra_env = action.get("env")
+        # None inherits this process's environment as it is, without copying os.environ in Python.
+        env = {**os.environ, **extra_env} if extra_env else None
         try:
             proc = subprocess.Popen(
                 ["/bin/sh", "-c", command] if cgroup is None else jailed_command(cgroup, command),
