@@ -607,7 +607,8 @@ class _CallThread:
     IDLE_NAME = "python-action (idle)"
 
     def __init__(self) -> None:
-        self._calls: queue.SimpleQueue[tuple[Callable[[], None], threading.Event]] = queue.SimpleQueue()
+        self._calls: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self.done = threading.Event()  # set when the current call has returned
         self._lock = threading.Lock()
         self._in_call = False
         self._retired = False
@@ -615,18 +616,18 @@ class _CallThread:
         self.thread.start()
 
     @classmethod
-    def call(cls, function: Callable[[], None], name: str) -> tuple[_CallThread, threading.Event]:
-        """Call ``function`` in an idle thread (a new one if none is idle); the event is set when it returns."""
+    def call(cls, function: Callable[[], None], name: str) -> _CallThread:
+        """Call ``function`` in an idle thread (a new one if none is idle); wait on its ``done``."""
         try:
             helper = cls._idle.get_nowait()
         except queue.Empty:
             helper = cls()
-        done = threading.Event()
-        with helper._lock:
-            helper._in_call = True
+        # No lock: an idle thread is this caller's alone until the call is handed over.
+        helper.done.clear()
+        helper._in_call = True
         helper.thread.name = name
-        helper._calls.put((function, done))
-        return helper, done
+        helper._calls.put(function)
+        return helper
 
     def interrupt(self) -> bool:
         """Raise TimeoutError in the call if it still runs (True); the thread then ends with the call."""
@@ -639,13 +640,13 @@ class _CallThread:
     def _serve(self) -> None:
         try:
             while True:
-                function, done = self._calls.get()
+                function = self._calls.get()
                 try:
                     function()
                 finally:
                     with self._lock:  # from here on, interrupt() leaves this thread alone
                         self._in_call = False
-                    done.set()
+                    self.done.set()
                 if self._retired:
                     return
                 self.thread.name = self.IDLE_NAME
@@ -685,12 +686,12 @@ class PythonExecutor(Executor):
             finally:
                 _capture.tail = None
 
-        worker, done = _CallThread.call(call, f"python-action {reference}")
-        reason = _wait_for_event(done, deadline, stop)
-        if reason:
-            if worker.interrupt():
-                worker.thread.join(_ABANDON_GRACE_SECONDS)
-            if worker.thread.is_alive() and not done.is_set():
+        worker = _CallThread.call(call, f"python-action {reference}")
+        reason = _wait_for_event(worker.done, deadline, stop)
+        # interrupt() is False when the call returned just as time ran out: then its own outcome stands.
+        if reason and worker.interrupt():
+            worker.thread.join(_ABANDON_GRACE_SECONDS)
+            if worker.thread.is_alive():
                 log.warning(
                     "python action %s still runs after TimeoutError (blocked in C code, or it caught the"
                     " exception); abandoning its thread",

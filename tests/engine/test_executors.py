@@ -491,14 +491,16 @@ def test_a_timeout_never_reaches_a_later_call(samples: Any) -> None:
     # has returned. The thread it was meant for is retired, so the next call never sees it.
     timed_out = 0
     for index in range(40):
-        length = 0.05 + (index % 5) * 0.005
+        length = 0.04 + (index % 5) * 0.01
         outcome = run(python("spin", args=[length]), timeout=0.06)
         if not outcome.succeeded:
             assert outcome.message == "timed out after 0.06s"
             timed_out += 1
         after = run(python("calls_in_this_thread"))
         assert after.succeeded, after
-    assert timed_out >= 16  # at least the calls longer than their timeout
+    # At least the calls 20 ms past their timeout: a call that returned before the waiting thread
+    # got the GIL back (up to 5 ms) keeps its own outcome.
+    assert timed_out >= 8
 
 
 @pytest.mark.slow
