@@ -218,3 +218,51 @@ def test_several_gunicorn_workers_answer_the_same_counts(tmp_path):
                 gunicorn.kill()
             log.close()
     assert list(multiproc.glob("counter_*.db")), "no per-process metric files were written"
+
+
+def test_per_task_counts_expose_exactly_what_the_client_instruments_would():
+    """PerTaskRuns replaces prometheus-client children (2.2 KB per task) outside multiprocess mode:
+    a scrape must not be able to tell the difference, in either exposition format."""
+    from types import SimpleNamespace
+
+    from prometheus_client import CollectorRegistry, Counter, Summary, generate_latest
+    from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
+
+    from scheduler_service.ops.metrics import PerTaskRuns
+
+    finished = [SimpleNamespace(task_id=task_id, status=status, duration_seconds=duration)
+                for task_id, status, duration in [(7, "success", 0.25), (7, "failed", 1.5), (3, "success", None),
+                                                  (7, "success", 0.5), (12, "failed", 2.0)]]
+    started, skipped = [7, 3, 7, 12, 7], [3, 3, 12]
+
+    ours = CollectorRegistry()
+    per_task = PerTaskRuns()
+    ours.register(per_task)
+    per_task.add_started(started)
+    per_task.add_finished(finished)
+    per_task.add_skipped(skipped)
+
+    client = CollectorRegistry()
+    runs_started = Counter("scheduler_runs_started", "Runs this scheduler started, by task.", ["task_id"],
+                           registry=client)
+    slots_skipped = Counter("scheduler_slots_skipped",
+                            "Slots logged as skipped (missed, concurrency, dependency gate), by task.", ["task_id"],
+                            registry=client)
+    runs_finished = Counter("scheduler_runs_finished",
+                            "Runs whose outcome was recorded, by task and outcome (success or failed).",
+                            ["task_id", "outcome"], registry=client)
+    run_duration = Summary("scheduler_run_duration_seconds", "How long finished runs took, by task (sum and count).",
+                           ["task_id"], registry=client)
+    for task_id in sorted(started):
+        runs_started.labels(str(task_id)).inc()
+    for task_id in sorted(skipped):
+        slots_skipped.labels(str(task_id)).inc()
+    for run in sorted(finished, key=lambda run: (run.task_id, run.status)):
+        runs_finished.labels(str(run.task_id), run.status).inc()
+    for run in sorted(finished, key=lambda run: run.task_id):
+        if run.duration_seconds is not None:
+            run_duration.labels(str(run.task_id)).observe(run.duration_seconds)
+
+    assert samples(generate_latest(ours).decode()) == samples(generate_latest(client).decode())
+    assert samples(generate_latest(ours).decode())[("scheduler_runs_started_total", frozenset({("task_id", "7")}))] == 3
+    assert generate_openmetrics(ours) == generate_openmetrics(client)
