@@ -235,7 +235,7 @@ class Engine:
             started = time.monotonic()
             with self._db_lock, self.app.app_context():
                 now = self.clock()
-                report = tick(now, owner=self.owner, capacity=capacity, mark=False)
+                report = tick(now, owner=self.owner, capacity=capacity)
             for claimed in report.claimed:
                 self._submit(claimed)
             if report.claimed:

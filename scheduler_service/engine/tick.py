@@ -230,12 +230,12 @@ class TickReport:
 # --- the tick -------------------------------------------------------------------------
 
 
-def tick(now: datetime, *, owner: str, capacity: int, mark: bool = True) -> TickReport:
+def tick(now: datetime, *, owner: str, capacity: int) -> TickReport:
     """Do one round of work as of ``now``; claim at most ``capacity`` runs for ``owner``.
 
     One read finds which kinds of work are due; an idle tick (the common case) ends
-    there. ``mark`` records the tick time for /api/stats, after the claims, so that
-    due work never waits for it (the engine marks at most once a second).
+    there. The tick time shown by /api/stats is written apart (``mark_tick``): the
+    engine does it at most once a second, after the claimed runs are on their way.
     """
     report = TickReport()
     due = _guarded(report, due_work, now)
@@ -259,8 +259,6 @@ def tick(now: datetime, *, owner: str, capacity: int, mark: bool = True) -> Tick
         if not report.saturated:
             # When saturated, the next tick comes as soon as runs are recorded: no need to look ahead.
             report.next_due_at = _guarded(report, earliest_due, now)
-    if mark:
-        _guarded(report, mark_tick, now)
     return report
 
 
@@ -562,8 +560,7 @@ def recover_lost_runs(now: datetime, lease_seconds: float, alive: Iterable[int] 
         result = RunResult(run_id, Outcome(succeeded=False, message=WORKER_LOST), None, now)
         facts = _run_facts([run_id]).get(run_id)
         finished = facts and _finish_one(result, facts, owner=None, expect_heartbeat=heartbeat_at)
-        if finished is not None:
-            _trigger_dependents([], now)
+        if finished is not None:  # a failure: it makes no child due
             _count_finished([finished])
         db.session.commit()
         if finished is not None:
@@ -627,6 +624,7 @@ def _finish_all(results: Sequence[RunResult], facts: dict[int, Any], owner: str 
         records.append(record)
         moves.append(move)
         finished.append(run)
+    # One statement for all: it depends only on ``owner``, the same for every result here.
     if _execute(statement, records).rowcount != len(records):
         return None
     _execute(_MOVE_TASK_ON, moves)

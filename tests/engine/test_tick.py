@@ -25,9 +25,9 @@ def add_task(app, **values) -> int:
         return task.id
 
 
-def run_tick(app, now, owner="a", capacity=8, mark=True):
+def run_tick(app, now, owner="a", capacity=8):
     with app.app_context():
-        return tick(now, owner=owner, capacity=capacity, mark=mark)
+        return tick(now, owner=owner, capacity=capacity)
 
 
 def recover(app, now, lease_seconds=30):
@@ -142,7 +142,7 @@ def test_an_idle_tick_is_one_read_and_still_knows_when_to_wake(app):
     now = datetime(2026, 11, 28, 2, 0, tzinfo=UTC)
     for minutes in (5, 3, 9):
         add_task(app, next_run_at=now + timedelta(minutes=minutes))
-    idle_tick = lambda: run_tick(app, now, mark=False)  # noqa: E731
+    idle_tick = lambda: run_tick(app, now)  # noqa: E731
     idle_tick()  # warm-up: connections, statement caches
     with counted_statements(app) as statements:
         report = idle_tick()
