@@ -34,7 +34,7 @@ import socket
 import subprocess
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 log = logging.getLogger(__name__)
 
@@ -141,6 +141,11 @@ class RunCgroup:
     path: str
     refused_before: int = 0  # pids.events "max" when this run began: the count never resets
     has_kill_file: bool | None = None  # cgroup v2's cgroup.kill (Linux 5.14+); None: not looked yet
+    # Open descriptors of the counter files, read with one pread() each: a reused cgroup is
+    # checked at every run's end, and in a burst each system call is a moment when the
+    # worker threads compete for the GIL. (cgroup.procs cannot be read this way: cgroup v1
+    # lists its members once per open file.)
+    _counters: dict[str, int] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def procs_file(self) -> str:
@@ -154,6 +159,8 @@ class RunCgroup:
 
     def kill_all(self) -> bool:
         """SIGKILL every member, again until none is left (a member may fork while we list); True once empty."""
+        if self.holds_no_task():
+            return True
         kill_file = os.path.join(self.path, "cgroup.kill")  # v2, Linux 5.14+: one atomic kill
         if self.has_kill_file is None:
             self.has_kill_file = os.path.exists(kill_file)
@@ -177,6 +184,17 @@ class RunCgroup:
         log.warning("cgroup %s still has members after %d kill passes", self.path, _KILL_PASSES)
         return False
 
+    def holds_no_task(self) -> bool:
+        """True if no task is charged to the cgroup, not even a zombie that is not yet reaped.
+
+        One read of ``pids.current``; False when it cannot be read, so that the caller
+        looks at the members themselves.
+        """
+        try:
+            return int(self._read_counter("pids.current")) == 0
+        except (OSError, ValueError):
+            return False
+
     def take_refused_forks(self) -> int:
         """How often fork() failed at the process limit during this run (read once, at its end)."""
         total = self.refused_forks()
@@ -186,7 +204,7 @@ class RunCgroup:
     def refused_forks(self) -> int:
         """How often fork() failed in this cgroup because it was at its process limit, ever."""
         try:
-            for line in _read(os.path.join(self.path, "pids.events")).splitlines():
+            for line in self._read_counter("pids.events").splitlines():
                 key, _, value = line.partition(" ")
                 if key == "max":
                     return int(value)
@@ -194,8 +212,25 @@ class RunCgroup:
             pass
         return 0
 
+    def _read_counter(self, name: str) -> str:
+        fd = self._counters.get(name)
+        if fd is None:
+            fd = self._counters[name] = os.open(os.path.join(self.path, name), os.O_RDONLY | os.O_CLOEXEC)
+        return os.pread(fd, 4096, 0).decode()
+
+    def _close_counters(self) -> None:
+        for fd in self._counters.values():
+            os.close(fd)
+        self._counters.clear()
+
     def remove(self) -> bool:
         """Kill what is left and remove the directory; False if it stays busy."""
+        try:
+            return self._remove()
+        finally:
+            self._close_counters()
+
+    def _remove(self) -> bool:
         for _ in range(_REMOVE_ATTEMPTS):
             self.kill_all()
             try:
@@ -319,7 +354,9 @@ class RunCgroups:
     def close(self) -> None:
         """Kill whatever is left in this engine's cgroups and remove them."""
         with self._idle_lock:
-            self._idle.clear()
+            idle, self._idle = self._idle, []
+        for cgroup in idle:
+            cgroup.remove()  # closes its counters' descriptors too
         for run in _subdirectories(self.home):
             RunCgroup(os.path.join(self.home, run)).remove()
         try:

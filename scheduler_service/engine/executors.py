@@ -283,6 +283,19 @@ def _pidfd(pid: int) -> int | None:
         return None
 
 
+_dev_null_fd: int | None = None
+_dev_null_lock = threading.Lock()
+
+
+def _dev_null() -> int:
+    """A descriptor of /dev/null for shell runs' stdin, opened once (close-on-exec; Popen dup2s it to 0)."""
+    global _dev_null_fd
+    with _dev_null_lock:
+        if _dev_null_fd is None:
+            _dev_null_fd = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        return _dev_null_fd
+
+
 def _exit_message(code: int) -> str:
     if code >= 0:
         return f"exit code {code}"
@@ -332,32 +345,44 @@ class ShellExecutor(Executor):
         extra_env = action.get("env")
         # None inherits this process's environment as it is, without copying os.environ in Python.
         env = {**os.environ, **extra_env} if extra_env else None
+        # A pipe of our own rather than stdout=PIPE, and one /dev/null shared by every run:
+        # Popen would open /dev/null and wrap the pipe in a file object each time, five more
+        # system calls, and in a burst each one is a moment when the workers compete for the GIL.
+        output, output_end = os.pipe()
         try:
             proc = subprocess.Popen(
                 ["/bin/sh", "-c", command] if cgroup is None else jailed_command(cgroup, command),
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
+                stdin=_dev_null(),
+                stdout=output_end,
                 stderr=subprocess.STDOUT,
                 env=env,
                 cwd=action.get("cwd") or None,
                 start_new_session=True,  # own process group, so one killpg reaches every child
             )
         except OSError as exc:  # e.g. cwd does not exist
+            os.close(output)
             return Outcome(succeeded=False, message=f"cannot start command: {exc}")
+        finally:
+            os.close(output_end)  # the shell has its own copy: the pipe ends when its last writer exits
 
         tail = OutputTail(output_limit)
-        with proc.stdout:
+        try:
             try:
-                reason, pipe_open = self._pump(proc, tail, deadline, stop)
+                reason, pipe_open = self._pump(proc, output, tail, deadline, stop)
             finally:
                 # On timeout, on shutdown and after a normal exit alike:
                 # nothing the run started may outlive it.
                 _kill_group(proc.pid)
+                # Reaped only now: until the group is killed, the shell's pid (the group's id)
+                # must not be free for reuse. Reaped before the cgroup is checked, so that an
+                # emptied cgroup holds no task at all, which one read of a counter tells.
+                exit_code = self._reap(proc)
                 if cgroup is not None:
                     cgroup.kill_all()  # also what left the group, so the pipe closes at once
             if pipe_open:
-                self._drain(proc.stdout.fileno(), tail)
-        exit_code = self._reap(proc)
+                self._drain(output, tail)
+        finally:
+            os.close(output)
         refused = cgroup.take_refused_forks() if cgroup is not None else 0
         if refused:
             tail.write(
@@ -374,7 +399,7 @@ class ShellExecutor(Executor):
 
     @staticmethod
     def _pump(
-        proc: subprocess.Popen, tail: OutputTail, deadline: float | None, stop: threading.Event | None
+        proc: subprocess.Popen, fd: int, tail: OutputTail, deadline: float | None, stop: threading.Event | None
     ) -> tuple[str | None, bool]:
         """Copy output into ``tail`` until the shell exits or must be stopped.
 
@@ -384,27 +409,28 @@ class ShellExecutor(Executor):
         wakes the loop the moment the shell exits; without one (Linux < 5.3),
         the exit is noticed at the next poll.
         """
-        fd = proc.stdout.fileno()
         exit_fd = _pidfd(proc.pid)
         pipe_open = True
         try:
-            while not _has_exited(proc):
+            while True:
                 reason = _deadline_or_stop(deadline, stop)
                 if reason:
                     return reason, pipe_open
                 watched = [fd] if pipe_open else []
                 if exit_fd is not None:
                     watched.append(exit_fd)
-                if fd in _ready(watched, _slice(deadline)):
+                ready = _ready(watched, _slice(deadline))
+                if fd in ready:
                     chunk = os.read(fd, _READ_CHUNK)
                     if chunk:
                         tail.write(chunk)
                     else:
                         pipe_open = False
+                if exit_fd in ready if exit_fd is not None else _has_exited(proc):
+                    return None, pipe_open
         finally:
             if exit_fd is not None:
                 os.close(exit_fd)
-        return None, pipe_open
 
     @staticmethod
     def _drain(fd: int, tail: OutputTail) -> None:
