@@ -11,7 +11,8 @@ from blinker import Namespace
 
 _signals = Namespace()
 
-#: Runs started (one tick's claims). kwargs: runs (list[ClaimedRun]), started_at (datetime)
+#: Runs started (one tick's claims). kwargs: runs (list[ClaimedRun]), started_at (datetime).
+#: Sent during the tick, as soon as the runs are handed to the workers: no database work here.
 runs_started = _signals.signal("runs-started")
 #: Outcomes recorded (also of runs finished as `worker lost`). kwargs: runs (list[FinishedRun])
 runs_finished = _signals.signal("runs-finished")

@@ -249,11 +249,8 @@ class Engine:
             started = time.monotonic()
             with self._db_lock, self.app.app_context():
                 now = self.clock()
-                report = tick(now, owner=self.owner, capacity=capacity)
-            for claimed in report.claimed:
-                self._submit(claimed)
-            if report.claimed:
-                events.runs_started.send(self.app, runs=report.claimed, started_at=now)
+                report = tick(now, owner=self.owner, capacity=capacity,
+                              on_claimed=lambda claimed: self._start(claimed, now))
             self._announce([], report.skips)
             if mark:
                 # After the runs are on their way: the stats' tick time must not delay them.
@@ -320,6 +317,11 @@ class Engine:
             events.slots_skipped.send(self.app, skips=skips)
 
     # --- runs ---------------------------------------------------------------------------
+
+    def _start(self, claimed: list[ClaimedRun], now: datetime) -> None:
+        for run in claimed:
+            self._submit(run)
+        events.runs_started.send(self.app, runs=claimed, started_at=now)
 
     def _submit(self, claimed: ClaimedRun) -> None:
         with self._lock:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -230,12 +230,15 @@ class TickReport:
 # --- the tick -------------------------------------------------------------------------
 
 
-def tick(now: datetime, *, owner: str, capacity: int) -> TickReport:
+def tick(now: datetime, *, owner: str, capacity: int,
+         on_claimed: Callable[[list[ClaimedRun]], None] | None = None) -> TickReport:
     """Do one round of work as of ``now``; claim at most ``capacity`` runs for ``owner``.
 
     One read finds which kinds of work are due; an idle tick (the common case) ends
-    there. The tick time shown by /api/stats is written apart (``mark_tick``): the
-    engine does it at most once a second, after the claimed runs are on their way.
+    there. ``on_claimed`` gets the claimed runs once they are committed, before the
+    tick looks for its next due time: starting them does not wait for that query.
+    The tick time shown by /api/stats is written apart (``mark_tick``): the engine
+    does it at most once a second, after the claimed runs are on their way.
     """
     report = TickReport()
     due = _guarded(report, due_work, now)
@@ -256,6 +259,8 @@ def tick(now: datetime, *, owner: str, capacity: int) -> TickReport:
                 report.saturated = True
                 break
             _guarded(report, claim_step, now, owner, free, report, *extra)
+        if on_claimed is not None and report.claimed:
+            on_claimed(report.claimed)
         if not report.saturated:
             # When saturated, the next tick comes as soon as runs are recorded: no need to look ahead.
             report.next_due_at = _guarded(report, earliest_due, now)

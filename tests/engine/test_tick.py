@@ -163,6 +163,29 @@ def test_a_tick_with_due_work_claims_it_and_looks_ahead(app):
     assert report.next_due_at == now + timedelta(minutes=1)  # the claimed task's next slot, before the other's
 
 
+def test_claimed_runs_are_handed_over_before_the_tick_looks_ahead(app):
+    now = datetime(2026, 11, 28, 2, 0, tzinfo=UTC)
+    add_task(app, next_run_at=now)
+    add_task(app, next_run_at=now + timedelta(minutes=7))
+    handed: list = []
+    with app.app_context(), counted_statements(app) as statements:
+        report = tick(now, owner="a", capacity=8,
+                      on_claimed=lambda runs: handed.append((list(runs), len(statements))))
+    [(runs, statements_before)] = handed
+    assert runs == report.claimed and len(runs) == 1
+    # The look-ahead for the next due time comes after: starting a run does not wait for it.
+    assert statements_before < len(statements) and report.next_due_at == now + timedelta(minutes=1)
+
+
+def test_an_idle_tick_hands_nothing_over(app):
+    now = datetime(2026, 11, 28, 2, 0, tzinfo=UTC)
+    add_task(app, next_run_at=now + timedelta(minutes=7))
+    handed: list = []
+    with app.app_context():
+        tick(now, owner="a", capacity=8, on_claimed=handed.append)
+    assert handed == []
+
+
 def test_a_batch_records_its_runs_but_not_one_whose_lease_was_taken_over(app):
     slot = datetime(2026, 11, 28, 2, 0, tzinfo=UTC)
     task_ids = [add_task(app, next_run_at=slot, max_retries=0) for _ in range(3)]
