@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import inspect
 import os
 import signal
 import subprocess
@@ -133,27 +132,17 @@ def w3_tick(kind: str, n: int, repeat: int) -> dict:
     """W3: the cost of one tick with ``n`` enabled tasks, none due."""
     from scheduler_service.clock import utcnow
     from scheduler_service.database import db
-    from scheduler_service.engine import tick as tick_module
-    from scheduler_service.engine.tick import tick
+    from scheduler_service.engine.tick import mark_tick, tick
 
     with scratch_database(kind) as scratch:
         run_forked(seed_tasks, scratch.url, "idle", n)
         app = make_app(scratch.url)
-        # tick()'s keywords have changed over time: pass those it takes. The engine writes the
-        # tick time for /api/stats at most once a second (older code: tick(mark=True); now
-        # mark_tick()), so the typical tick does not: that is "one tick"; a marked one is
-        # reported beside it.
-        offered = {"owner": "bench", "capacity": 10, "lease_seconds": 30.0, "alive": ()}
-        accepted = inspect.signature(tick).parameters
-        kwargs = {key: value for key, value in offered.items() if key in accepted}
-        mark_tick = getattr(tick_module, "mark_tick", None)
-        if "mark" in accepted:
-            variants = {"tick_ms": lambda now: tick(now, **kwargs, mark=False),
-                        "tick_marked_ms": lambda now: tick(now, **kwargs, mark=True)}
-        else:
-            variants = {"tick_ms": lambda now: tick(now, **kwargs)}
-            if mark_tick is not None:
-                variants["tick_marked_ms"] = lambda now: (tick(now, **kwargs), mark_tick(now))[0]
+        # The engine writes the tick time for /api/stats (mark_tick) at most once a second, so the
+        # typical tick does not: that is "one tick"; a marked one is reported beside it.
+        variants = {
+            "tick_ms": lambda now: tick(now, owner="bench", capacity=10),
+            "tick_marked_ms": lambda now: (tick(now, owner="bench", capacity=10), mark_tick(now))[0],
+        }
         result = {"scheduler": "ours", "workload": "W3-tick", "db": kind, "n": n}
         with app.app_context():
             for name, one_tick in variants.items():
@@ -164,7 +153,7 @@ def w3_tick(kind: str, n: int, repeat: int) -> dict:
                     elapsed = time.perf_counter() - began
                     if index >= 10:  # warm-up: connections, statement caches
                         timings.append(elapsed)
-                    assert not report.claimed and not getattr(report, "errors", 0), report
+                    assert not report.claimed and not report.errors, report
                 result[name] = summary_ms(timings)
             db.session.remove()
             db.engine.dispose()
