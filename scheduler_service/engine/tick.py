@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -149,9 +149,10 @@ def _count(changes: Iterable[run_counts.RunCount]) -> None:
     run_counts.apply(db.session.connection(), changes)
 
 
-def _count_inserted(rows: Iterable[dict]) -> None:
-    _count(run_counts.counted(row["task_id"], row["status"], row.get("finished_at"), row.get("duration_seconds"))
-           for row in rows)
+def _inserted_counts(rows: Iterable[dict]) -> Iterator[run_counts.RunCount]:
+    return (run_counts.counted(row["task_id"], row["status"], row.get("finished_at"), row.get("duration_seconds"))
+            for row in rows)
+
 
 
 def _count_finished(finished: Iterable[FinishedRun]) -> None:
@@ -405,7 +406,7 @@ def _write_retry_claims(rows: Sequence[Any], now: datetime, owner: str, report: 
         run_rows.append(_run_row(row.id, attempt=row.retry_count + 1, trigger="retry", slot=row.next_retry_at,
                                  now=now, owner=owner))
     run_ids = _insert_runs(run_rows)
-    _count_inserted(run_rows)
+    _count(_inserted_counts(run_rows))
     db.session.commit()
     for row, run_id in zip(taken, run_ids):
         report.claimed.append(ClaimedRun(
@@ -489,8 +490,9 @@ def _write_plans(plans: Sequence[tuple[Any, SlotPlan]], now: datetime, owner: st
     if skip_rows:
         _execute(sa.insert(_run), skip_rows)
     run_ids = _insert_slot_runs(started, now, owner)
-    _count_inserted(skip_rows)
-    _count(run_counts.counted(row.id, "running", None, None) for row, _ in started)
+    # The skipped slots' rows and the runs started, counted in one statement.
+    started_counts = (run_counts.counted(row.id, "running", None, None) for row, _ in started)
+    _count([*_inserted_counts(skip_rows), *started_counts])
     db.session.commit()
     report.skips.extend(skipped)
     for row, plan in started:
