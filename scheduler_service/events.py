@@ -17,6 +17,7 @@ runs_started = _signals.signal("runs-started")
 #: Outcomes recorded (also of runs finished as `worker lost`). kwargs: runs (list[FinishedRun])
 runs_finished = _signals.signal("runs-finished")
 #: Slots logged as skipped. kwargs: skips (list[SkippedSlot])
+#: A tick sends it before it hands over its runs: no database work here either.
 slots_skipped = _signals.signal("slots-skipped")
 #: A tick ended. kwargs: report (TickReport), duration_seconds (float)
 tick_finished = _signals.signal("tick-finished")

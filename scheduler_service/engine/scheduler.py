@@ -250,8 +250,7 @@ class Engine:
             with self._db_lock, self.app.app_context():
                 now = self.clock()
                 report = tick(now, owner=self.owner, capacity=capacity,
-                              on_claimed=lambda claimed: self._start(claimed, now))
-            self._announce([], report.skips)
+                              on_committed=lambda committed: self._start(committed, now))
             if mark:
                 # After the runs are on their way: the stats' tick time must not delay them.
                 self._mark(now)
@@ -318,10 +317,13 @@ class Engine:
 
     # --- runs ---------------------------------------------------------------------------
 
-    def _start(self, claimed: list[ClaimedRun], now: datetime) -> None:
-        for run in claimed:
+    def _start(self, report: TickReport, now: datetime) -> None:
+        # Skips first: whoever sees a run start has already heard of the slots it made way for.
+        self._announce([], report.skips)
+        for run in report.claimed:
             self._submit(run)
-        events.runs_started.send(self.app, runs=claimed, started_at=now)
+        if report.claimed:
+            events.runs_started.send(self.app, runs=report.claimed, started_at=now)
 
     def _submit(self, claimed: ClaimedRun) -> None:
         with self._lock:

@@ -232,12 +232,13 @@ class TickReport:
 
 
 def tick(now: datetime, *, owner: str, capacity: int,
-         on_claimed: Callable[[list[ClaimedRun]], None] | None = None) -> TickReport:
+         on_committed: Callable[[TickReport], None] | None = None) -> TickReport:
     """Do one round of work as of ``now``; claim at most ``capacity`` runs for ``owner``.
 
     One read finds which kinds of work are due; an idle tick (the common case) ends
-    there. ``on_claimed`` gets the claimed runs once they are committed, before the
-    tick looks for its next due time: starting them does not wait for that query.
+    there. ``on_committed`` gets the report once its claimed runs and skipped slots are
+    committed, before the tick looks for its next due time: starting the runs does not
+    wait for that query.
     The tick time shown by /api/stats is written apart (``mark_tick``): the engine
     does it at most once a second, after the claimed runs are on their way.
     """
@@ -260,8 +261,8 @@ def tick(now: datetime, *, owner: str, capacity: int,
                 report.saturated = True
                 break
             _guarded(report, claim_step, now, owner, free, report, *extra)
-        if on_claimed is not None and report.claimed:
-            on_claimed(report.claimed)
+        if on_committed is not None and (report.claimed or report.skips):
+            on_committed(report)
         if not report.saturated:
             # When saturated, the next tick comes as soon as runs are recorded: no need to look ahead.
             report.next_due_at = _guarded(report, earliest_due, now)

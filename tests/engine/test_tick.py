@@ -170,7 +170,7 @@ def test_claimed_runs_are_handed_over_before_the_tick_looks_ahead(app):
     handed: list = []
     with app.app_context(), counted_statements(app) as statements:
         report = tick(now, owner="a", capacity=8,
-                      on_claimed=lambda runs: handed.append((list(runs), len(statements))))
+                      on_committed=lambda committed: handed.append((list(committed.claimed), len(statements))))
     [(runs, statements_before)] = handed
     assert runs == report.claimed and len(runs) == 1
     # The look-ahead for the next due time comes after: starting a run does not wait for it.
@@ -182,8 +182,21 @@ def test_an_idle_tick_hands_nothing_over(app):
     add_task(app, next_run_at=now + timedelta(minutes=7))
     handed: list = []
     with app.app_context():
-        tick(now, owner="a", capacity=8, on_claimed=handed.append)
+        tick(now, owner="a", capacity=8, on_committed=handed.append)
     assert handed == []
+
+
+def test_skipped_slots_are_handed_over_with_the_run_that_follows_them(app):
+    # Whoever hears of the run (metrics, alerts) must already be able to hear of the skips.
+    now = datetime(2026, 11, 28, 2, 0, tzinfo=UTC)
+    add_task(app, next_run_at=now - timedelta(minutes=5), misfire_grace_seconds=60)
+    handed: list = []
+    with app.app_context():
+        report = tick(now, owner="a", capacity=8,
+                      on_committed=lambda committed: handed.append((list(committed.skips), list(committed.claimed))))
+    [(skips, runs)] = handed
+    assert skips == report.skips and [skip.slot for skip in skips] == [now - timedelta(minutes=5)]
+    assert [run.scheduled_for for run in runs] == [now]
 
 
 def test_a_batch_records_its_runs_but_not_one_whose_lease_was_taken_over(app):
