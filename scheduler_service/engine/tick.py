@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 MESSAGE_LIMIT = 500
 # Due rows looked at beyond what can be claimed: slots to skip cost no worker.
 DUE_LOOKAHEAD = 64
+# Rows per further read when whole reads only wait (on a parent, or on a previous run).
+DUE_PAGE = 500
 RECOVERY_BATCH = 500
 WORKER_LOST = "worker lost"
 
@@ -76,6 +78,10 @@ _DUE_SLOTS = (
     .where(_task.c.enabled, _task.c.next_run_at <= _p("b_now"))
     .order_by(_task.c.next_run_at, _task.c.id)
     .limit(_p("b_limit"))
+)
+# The next page in the same order, after the last row read (its due time and id).
+_DUE_SLOTS_AFTER = _DUE_SLOTS.where(
+    sa.tuple_(_task.c.next_run_at, _task.c.id) > sa.tuple_(_p("b_after_at", type_=UTCDateTime()), _p("b_after_id"))
 )
 _deps = task_dependencies
 _PARENTS_OF = (
@@ -441,10 +447,27 @@ def _parents_of(task_ids: list[int]) -> dict[int, list[ParentState]]:
 
 
 def _claim_due_slots(now: datetime, owner: str, free: int, report: TickReport, gated: bool = True) -> None:
-    rows = _execute(_DUE_SLOTS, {"b_now": now, "b_limit": free + DUE_LOOKAHEAD}).all()
+    plans: list[tuple[Any, SlotPlan]] = []
+    statement, params = _DUE_SLOTS, {"b_now": now, "b_limit": free + DUE_LOOKAHEAD}
+    while True:
+        rows = _execute(statement, params).all()
+        free = _plan_due_slots(rows, now, free, report, plans, gated)
+        if free <= 0 or len(rows) < params["b_limit"]:
+            break
+        # Every row read waits or was planned and there is room left: read on, or tasks
+        # waiting at the head of the due order would hold back every task due after them.
+        last = rows[-1]
+        statement = _DUE_SLOTS_AFTER
+        params = {"b_now": now, "b_limit": DUE_PAGE, "b_after_at": last.next_run_at, "b_after_id": last.id}
+    if plans:
+        _in_batch_or_one_by_one(plans, lambda batch: _write_plans(batch, now, owner, report), report)
+
+
+def _plan_due_slots(rows: Sequence[Any], now: datetime, free: int, report: TickReport,
+                    plans: list[tuple[Any, SlotPlan]], gated: bool) -> int:
+    """Add a plan for each due row to ``plans`` while there is room; the room left."""
     parents = _parents_of([row.id for row in rows if row.cron_expression is not None] if gated else [])
     db.session.commit()
-    plans = []
     for row in rows:
         if free <= 0:
             # Planning costs cron arithmetic; what cannot be claimed now waits for the next tick.
@@ -466,8 +489,7 @@ def _claim_due_slots(now: datetime, owner: str, free: int, report: TickReport, g
         if plan.run_slot is not None:
             free -= 1
         plans.append((row, plan))
-    if plans:
-        _in_batch_or_one_by_one(plans, lambda batch: _write_plans(batch, now, owner, report), report)
+    return free
 
 
 def _write_plans(plans: Sequence[tuple[Any, SlotPlan]], now: datetime, owner: str, report: TickReport) -> None:

@@ -217,3 +217,29 @@ def test_a_batch_records_its_runs_but_not_one_whose_lease_was_taken_over(app):
     assert statuses[lost.run_id] == "failed"
     assert [statuses[c.run_id] for c in claimed if c is not lost] == ["success", "success"]
     assert tasks[lost.task_id] == "running"  # the late answer did not move its task on
+
+
+def test_tasks_waiting_at_the_head_of_the_due_order_do_not_hold_back_later_ones(app):
+    now = datetime(2026, 11, 28, 2, 0, 30, tzinfo=UTC)
+    head = now - timedelta(seconds=30)
+    # Two kinds of wait, more of each than a tick reads at once (capacity + 64):
+    # children of a running parent (up to their misfire grace), and dependency-triggered
+    # tasks under `forbid` whose previous run still runs (as long as it runs).
+    with app.app_context():
+        parent = Task(name="parent", cron_expression="0 0 1 1 *", timezone="UTC", action={"type": "shell"},
+                      status="running", active_runs=1)
+        db.session.add(parent)
+        db.session.flush()
+        for i in range(80):
+            db.session.add(Task(name=f"child-{i}", cron_expression="* * * * *", timezone="UTC", next_run_at=head,
+                                misfire_grace_seconds=3600, action={"type": "shell"}, parents=[parent]))
+            db.session.add(Task(name=f"follower-{i}", cron_expression=None, timezone="UTC", next_run_at=head,
+                                concurrency_policy="forbid", status="running", active_runs=1,
+                                action={"type": "shell"}))
+        db.session.commit()
+    later = add_task(app, next_run_at=now - timedelta(seconds=1))
+
+    report = run_tick(app, now, capacity=8)
+
+    assert [c.task_id for c in report.claimed] == [later]
+    assert report.waiting == 160
