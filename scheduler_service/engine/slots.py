@@ -67,14 +67,19 @@ def plan_slot(task: DueTask, parents: Sequence[ParentState], now: datetime) -> S
             return SlotPlan(wait=True, wait_reason="previous run still active")
         return SlotPlan(run_slot=due, next_run_at=None, trigger="dependency")
 
-    expression, zone = task.cron_expression, task.timezone
     grace = timedelta(seconds=task.misfire_grace_seconds)
+    decision = gate(parents) if parents else None
+    if decision is not None and decision.decision == "wait" and now - due <= grace:
+        # No slot since `due` can be past the grace yet: wait, without the cron arithmetic
+        # (a task may wait for many ticks, and so may thousands of its siblings).
+        return SlotPlan(wait=True, wait_reason=decision.reason)
+
+    expression, zone = task.cron_expression, task.timezone
     next_slot = cron.next_fire_time(expression, zone, now)
     latest = cron.previous_fire_time(expression, zone, now + ONE_MICROSECOND)
     if latest is None or latest < due:
         latest = due
 
-    decision = gate(parents) if parents else None
     if now - latest > grace:
         if decision is not None and decision.decision == "wait":
             message = f"{decision.reason} past the misfire grace"
