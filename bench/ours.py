@@ -4,6 +4,10 @@
     python -m bench.ours w2 --db sqlite --n 1000 --span 300
     python -m bench.ours w3tick --db sqlite --n 100000
     python -m bench.ours w3rss --db sqlite --n 100000
+    python -m bench.ours w3wait --db sqlite --n 10000
+
+(w3wait is not one of the issue's workloads: it prices the tick while ``n`` due tasks
+wait on a running parent, which every tick then looks at again.)
 
 The engine runs in this process, started the way the tests start it
 (``scheduler.start(app)``); its runs are read back from the Run rows.
@@ -160,6 +164,55 @@ def w3_tick(kind: str, n: int, repeat: int) -> dict:
     return result
 
 
+def seed_waiting_children(url: str, n: int) -> None:
+    """One running parent and ``n`` children due 5 s ago that wait for it (misfire grace 1 h)."""
+    from datetime import timedelta
+
+    from scheduler_service.clock import utcnow
+    from scheduler_service.database import db
+    from scheduler_service.models import Task, task_dependencies
+
+    from .seed import _task_row, action_for
+
+    app = make_app(url)
+    with app.app_context():
+        db.create_all()
+        now = utcnow()
+        parent = {**_task_row(n, "0 0 1 1 *", now + timedelta(days=1), action_for("python"), now),
+                  "name": "parent", "status": "running", "active_runs": 1}
+        with db.engine.begin() as connection:
+            [parent_id] = connection.execute(Task.__table__.insert().returning(Task.__table__.c.id), [parent]).scalars()
+            rows = [_task_row(index, "* * * * *", now - timedelta(seconds=5), action_for("python"), now)
+                    for index in range(n)]
+            child_ids = connection.execute(Task.__table__.insert().returning(Task.__table__.c.id), rows).scalars()
+            connection.execute(task_dependencies.insert(),
+                               [{"parent_id": parent_id, "child_id": child_id} for child_id in child_ids])
+
+
+def w3_waiting(kind: str, n: int, repeat: int) -> dict:
+    """The cost of one tick while ``n`` due tasks wait on a running parent (each tick looks at them all)."""
+    from scheduler_service.clock import utcnow
+    from scheduler_service.database import db
+    from scheduler_service.engine.tick import tick
+
+    with scratch_database(kind) as scratch:
+        run_forked(seed_waiting_children, scratch.url, n)
+        app = make_app(scratch.url)
+        timings = []
+        with app.app_context():
+            for index in range(repeat + 3):
+                began = time.perf_counter()
+                report = tick(utcnow(), owner="bench", capacity=10)
+                if index >= 3:  # warm-up: connections, statement caches
+                    timings.append(time.perf_counter() - began)
+                assert report.waiting == n and not report.claimed, report
+            db.session.remove()
+            db.engine.dispose()
+    summary = summary_ms(timings)
+    return {"scheduler": "ours", "workload": "W3-waiting", "db": kind, "n": n, "tick_ms": summary,
+            "us_per_waiting_task": round(summary["p50"] * 1000 / n, 1)}
+
+
 def _get(url: str, token: str | None = None) -> int:
     request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
     with urllib.request.urlopen(request, timeout=30) as response:
@@ -212,7 +265,7 @@ def w3_rss(kind: str, n: int, settle: float) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.ours")
-    parser.add_argument("workload", choices=["w1", "w2", "w3tick", "w3rss"])
+    parser.add_argument("workload", choices=["w1", "w2", "w3tick", "w3rss", "w3wait"])
     parser.add_argument("--db", default="sqlite", choices=["sqlite", "postgresql"])
     parser.add_argument("--n", type=int, default=10000)
     parser.add_argument("--action", default="python", choices=["python", "shell"])
@@ -229,6 +282,8 @@ def main(argv: list[str] | None = None) -> None:
         emit(burst_or_spread(args.db, args.n, "python", args.workers, "spread", args.span, timeout=60, poll=0.5))
     elif args.workload == "w3tick":
         emit(w3_tick(args.db, args.n, args.repeat))
+    elif args.workload == "w3wait":
+        emit(w3_waiting(args.db, args.n, min(args.repeat, 20)))
     else:
         emit(w3_rss(args.db, args.n, args.settle))
 
