@@ -197,8 +197,9 @@ def test_a_webhook_that_is_down_is_retried_and_does_not_delay_runs(app, client, 
     try:
         first_id = min(a["id"] for a in retried)
         wait_until(lambda: any(item["json"]["id"] == first_id for item in receiver.received), timeout=20)
-        delivered = [a for a in alerts(client, status="delivered") if a["id"] == first_id]
-        assert delivered and delivered[0]["attempts"] >= 2  # one failed at least, then the one that arrived
+        # The sender records the delivery only once the receiver has answered: wait for the row too.
+        [delivered] = wait_until(lambda: [a for a in alerts(client, status="delivered") if a["id"] == first_id])
+        assert delivered["attempts"] >= 2  # one failed at least, then the one that arrived
         client.patch(f"/api/tasks/{task['id']}/", json={"enabled": False})
         wait_until(lambda: not alerts(client, status="pending"), timeout=20)
         ids = [item["json"]["id"] for item in receiver.received]

@@ -82,9 +82,12 @@ def test_values_after_known_runs(app, client, engine, make_task, wait_until, run
     wait_until(lambda: runs_of(skipper["id"]))
     g, b, s = str(good["id"]), str(bad["id"]), str(skipper["id"])
     # Start lags are read back from the runs by the ops thread: wait for them. The skipped slot's
-    # row is committed a moment before the tick announces it: wait for its count too.
+    # row is committed a moment before the tick announces it, and so is the last recorded run
+    # (bad's) before the recorder does: wait for their counts too. The recorder is one thread,
+    # so good's runs, recorded before bad's, were announced before it.
     text = wait_until(lambda: (lambda t: value(t, "scheduler_run_start_lag_seconds_count", trigger="manual") == 3
                                and value(t, "scheduler_slots_skipped_total", task_id=s) == 1
+                               and value(t, "scheduler_runs_finished_total", task_id=b, outcome="failed") == 1
                                and t)(scrape(client)))
 
     assert value(text, "scheduler_runs_started_total", task_id=g) == 2
@@ -157,7 +160,7 @@ def test_the_exposition_passes_promtool(app, client, engine, make_task, wait_unt
     assert result.stdout.strip() == "" and result.stderr.strip() == "", result.stdout + result.stderr
 
 
-def test_several_gunicorn_workers_answer_the_same_counts(tmp_path):
+def test_several_gunicorn_workers_answer_the_same_counts(tmp_path, wait_until):
     """PROMETHEUS_MULTIPROC_DIR: whichever worker answers a scrape, it counts every worker's runs."""
     database = f"sqlite:///{tmp_path / 'workers.db'}"
     app = make_app(database)
@@ -194,17 +197,27 @@ def test_several_gunicorn_workers_answer_the_same_counts(tmp_path):
             "action": {"type": "shell", "command": "true"},
         })
         assert created.status_code == 201, created.text
-        time.sleep(2.5)
+        # Until two slots have run (a fixed sleep of 2.5 s left a busy machine half a second for the second).
+        wait_until(lambda: requests.get(f"{base}/api/stats/", headers=auth, timeout=10).json()
+                   ["runs"]["by_status"]["success"] >= 2)
         requests.post(f"{base}/api/tasks/{created.json()['id']}/toggle/", headers=auth, timeout=10)
         deadline = time.monotonic() + 10
         while True:  # until the last runs have recorded their outcome
             stats = requests.get(f"{base}/api/stats/", headers=auth, timeout=10).json()
-            if stats["tasks"]["by_status"]["running"] == 0 or time.monotonic() > deadline:
+            # Runs, not the task's status: under `allow` one run's outcome can set it while another runs.
+            if stats["runs"]["by_status"]["running"] == 0 or time.monotonic() > deadline:
                 break
             time.sleep(0.1)
         succeeded = stats["runs"]["by_status"]["success"]
         assert succeeded >= 2 and stats["runs"]["total"] == succeeded
         task_id = str(created.json()["id"])
+
+        def finished_count() -> float | None:
+            text = requests.get(f"{base}/metrics", headers={**auth, "Connection": "close"}, timeout=10).text
+            return value(text, "scheduler_runs_finished_total", task_id=task_id, outcome="success")
+
+        # A worker counts a run just after it committed the outcome that the stats read: wait for the last count.
+        wait_until(lambda: finished_count() == succeeded)
         for _ in range(8):  # a new connection each time: either worker may answer
             text = requests.get(f"{base}/metrics", headers={**auth, "Connection": "close"}, timeout=10).text
             assert value(text, "scheduler_runs_finished_total", task_id=task_id, outcome="success") == succeeded
