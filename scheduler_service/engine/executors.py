@@ -16,12 +16,14 @@ longer read, a python call gets ``TimeoutError`` raised inside it.
 Output is always the *tail*: the end of a log is where the error is, and memory
 must stay flat however much a command prints.
 
-Python actions run in-process, in a daemon thread. They are functions of the
-deployment's own code (like APScheduler jobs), so isolating them in a process
-would buy little and cost tens of milliseconds per call. A runaway call cannot
-hang the scheduler: the pool worker stops waiting at the deadline, injects
-``TimeoutError`` into the thread (which stops pure-Python code at its next
-bytecode) and, if the thread is blocked in C, logs and abandons it.
+Python actions run in-process: the engine's pool workers call them themselves,
+under a ``Watchdog`` (watchdog.py); without one, a daemon thread calls them while
+the caller waits. They are functions of the deployment's own code (like
+APScheduler jobs), so isolating them in a process would buy little and cost tens
+of milliseconds per call. A runaway call cannot hang the scheduler: at the
+deadline ``TimeoutError`` is injected into its thread (which stops pure-Python
+code at its next bytecode) and, if the thread is blocked in C, the call is given
+up on and its thread left to finish.
 """
 from __future__ import annotations
 
@@ -40,24 +42,27 @@ import traceback
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import requests
 import urllib3
 
 from .containment import RunCgroup, RunCgroups, jailed_command
 
+if TYPE_CHECKING:
+    from .watchdog import Watchdog
+
 log = logging.getLogger(__name__)
 
 # How often a waiting loop looks at the stop event; bounds shutdown latency.
-_POLL_SECONDS = 0.05
+POLL_SECONDS = 0.05
 # After the group is killed, how long to keep reading what is still buffered in
 # the pipe. A process that escaped the group (setsid) can hold the pipe open
 # forever, so this must be bounded.
 _DRAIN_SECONDS = 1.0
 # How long to wait for a python thread to die after injecting TimeoutError
 # before declaring it stuck in C and abandoning it.
-_ABANDON_GRACE_SECONDS = 0.5
+ABANDON_GRACE_SECONDS = 0.5
 _READ_CHUNK = 64 * 1024
 _REPLACEMENT = "\ufffd".encode()  # what invalid UTF-8 becomes, too
 _MAX_MESSAGE = 500
@@ -78,6 +83,8 @@ class Outcome:
     exit_code: int | None = None  # shell only; negative = killed by that signal
     http_status: int | None = None  # http only
     interrupted: bool = False  # stopped by shutdown, not by its own doing
+    # The call was given up on, and its outcome recorded then (Watchdog): drop this late one.
+    abandoned: bool = False
 
 
 class OutputTail:
@@ -158,7 +165,20 @@ def _cut_short(reason: str, **fields: Any) -> Outcome:
     return Outcome(succeeded=False, message=reason, interrupted=reason == _STOPPED, **fields)
 
 
-def _deadline_or_stop(deadline: float | None, stop: threading.Event | None) -> str | None:
+def _finalized(outcome: Outcome, timeout: float | None, output_limit: int) -> Outcome:
+    """``outcome`` with its message on one line (a timeout says how long) and the tail of its output."""
+    message = outcome.message
+    if message == _TIMED_OUT and timeout is not None:
+        message = f"timed out after {_format_seconds(timeout)}s"
+    return replace(outcome, message=_one_line(message), output=_tail_of(outcome.output, output_limit))
+
+
+def abandoned_outcome(reason: str, timeout: float | None, output: str, output_limit: int) -> Outcome:
+    """What is recorded for a python call given up on, stuck in C code past its timeout or the shutdown."""
+    return _finalized(_cut_short(reason, output=output), timeout, output_limit)
+
+
+def deadline_or_stop(deadline: float | None, stop: threading.Event | None) -> str | None:
     """Why the action must end now, or None to keep going."""
     if stop is not None and stop.is_set():
         return _STOPPED
@@ -170,8 +190,8 @@ def _deadline_or_stop(deadline: float | None, stop: threading.Event | None) -> s
 def _slice(deadline: float | None) -> float:
     """How long one wait may block: short enough to notice stop, never past the deadline."""
     if deadline is None:
-        return _POLL_SECONDS
-    return max(0.0, min(_POLL_SECONDS, deadline - time.monotonic()))
+        return POLL_SECONDS
+    return max(0.0, min(POLL_SECONDS, deadline - time.monotonic()))
 
 
 def _wait_for_thread(thread: threading.Thread, deadline: float | None, stop: threading.Event | None) -> str | None:
@@ -180,7 +200,7 @@ def _wait_for_thread(thread: threading.Thread, deadline: float | None, stop: thr
         thread.join(_slice(deadline))
         if not thread.is_alive():
             return None
-        reason = _deadline_or_stop(deadline, stop)
+        reason = deadline_or_stop(deadline, stop)
         if reason:
             return reason
 
@@ -188,7 +208,7 @@ def _wait_for_thread(thread: threading.Thread, deadline: float | None, stop: thr
 def _wait_for_event(done: threading.Event, deadline: float | None, stop: threading.Event | None) -> str | None:
     """Wait for ``done``; None once it is set, else why we gave up waiting."""
     while not done.wait(_slice(deadline)):
-        reason = _deadline_or_stop(deadline, stop)
+        reason = deadline_or_stop(deadline, stop)
         if reason:
             return reason
     return None
@@ -218,10 +238,7 @@ class Executor(ABC):
         except Exception as exc:
             log.exception("%s failed unexpectedly", type(self).__name__)
             outcome = Outcome(succeeded=False, message=_describe(exc))
-        message = outcome.message
-        if message == _TIMED_OUT and timeout is not None:
-            message = f"timed out after {_format_seconds(timeout)}s"
-        return replace(outcome, message=_one_line(message), output=_tail_of(outcome.output, output_limit))
+        return _finalized(outcome, timeout, output_limit)
 
     @abstractmethod
     def _run(
@@ -413,7 +430,7 @@ class ShellExecutor(Executor):
         pipe_open = True
         try:
             while True:
-                reason = _deadline_or_stop(deadline, stop)
+                reason = deadline_or_stop(deadline, stop)
                 if reason:
                     return reason, pipe_open
                 watched = [fd] if pipe_open else []
@@ -613,9 +630,13 @@ def _resolve(reference: str) -> Callable[..., Any]:
     return target
 
 
-def _inject(thread: threading.Thread, exc_type: type[BaseException]) -> None:
-    """Raise ``exc_type`` in ``thread`` at its next bytecode (no effect while it is blocked in C)."""
-    modified = ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread.ident), ctypes.py_object(exc_type))
+def inject(thread: threading.Thread, exc_type: type[BaseException] | None) -> None:
+    """Raise ``exc_type`` in ``thread`` at its next bytecode (no effect while it is blocked in C).
+
+    None takes back an exception injected earlier that has not been raised yet.
+    """
+    exc = None if exc_type is None else ctypes.py_object(exc_type)
+    modified = ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread.ident), exc)
     if modified > 1:  # cannot happen with a valid ident; undo rather than hit other threads
         ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread.ident), None)
 
@@ -660,7 +681,7 @@ class _CallThread:
         with self._lock:
             if self._in_call:
                 self._retired = True
-                _inject(self.thread, TimeoutError)
+                inject(self.thread, TimeoutError)
             return self._retired
 
     def _serve(self) -> None:
@@ -682,12 +703,17 @@ class _CallThread:
 
 
 class PythonExecutor(Executor):
-    """Calls ``pkg.module:function(*args, **kwargs)`` in a daemon thread of this process (a ``_CallThread``).
+    """Calls ``pkg.module:function(*args, **kwargs)``: with a ``watchdog``, in the calling
+    thread (the engine's pool workers); without one, in a daemon thread of this process
+    (a ``_CallThread``) that the caller waits on.
 
     Output is what the call prints to sys.stdout/sys.stderr from its own thread
     (not from threads it starts, nor writes to file descriptors), then
     ``-> repr(result)`` when the result is not None.
     """
+
+    def __init__(self, watchdog: Watchdog | None = None) -> None:
+        self.watchdog = watchdog
 
     def _run(
         self, action: Mapping[str, Any], deadline: float | None, output_limit: int, stop: threading.Event | None
@@ -712,18 +738,25 @@ class PythonExecutor(Executor):
             finally:
                 _capture.tail = None
 
-        worker = _CallThread.call(call, f"python-action {reference}")
-        reason = _wait_for_event(worker.done, deadline, stop)
-        # interrupt() is False when the call returned just as time ran out: then its own outcome stands.
-        if reason and worker.interrupt():
-            worker.thread.join(_ABANDON_GRACE_SECONDS)
-            if worker.thread.is_alive():
-                log.warning(
-                    "python action %s still runs after TimeoutError (blocked in C code, or it caught the"
-                    " exception); abandoning its thread",
-                    reference,
-                )
-            return _cut_short(reason, output=tail.text())
+        if self.watchdog is not None:
+            reason, abandoned = self.watchdog.call(call, deadline, stop, tail.text)
+            if abandoned:
+                return Outcome(succeeded=False, message=reason or "", abandoned=True)
+            if reason:
+                return _cut_short(reason, output=tail.text())
+        else:
+            worker = _CallThread.call(call, f"python-action {reference}")
+            reason = _wait_for_event(worker.done, deadline, stop)
+            # interrupt() is False when the call returned just as time ran out: then its own outcome stands.
+            if reason and worker.interrupt():
+                worker.thread.join(ABANDON_GRACE_SECONDS)
+                if worker.thread.is_alive():
+                    log.warning(
+                        "python action %s still runs after TimeoutError (blocked in C code, or it caught the"
+                        " exception); abandoning its thread",
+                        reference,
+                    )
+                return _cut_short(reason, output=tail.text())
 
         if "error" in result:
             return Outcome(succeeded=False, message=_describe(result["error"]), output=tail.text())
@@ -745,9 +778,10 @@ EXECUTORS: dict[str, Executor] = {
 }
 
 
-def executors_with(cgroups: RunCgroups | None) -> dict[str, Executor]:
-    """The executors of an engine whose shell runs get cgroups from ``cgroups`` (None: process groups only)."""
-    return {**EXECUTORS, "shell": ShellExecutor(cgroups)}
+def executors_with(cgroups: RunCgroups | None, watchdog: Watchdog | None = None) -> dict[str, Executor]:
+    """The executors of an engine whose shell runs get cgroups from ``cgroups`` (None: process groups only)
+    and whose python calls run in its workers under ``watchdog`` (None: in threads of their own)."""
+    return {**EXECUTORS, "shell": ShellExecutor(cgroups), "python": PythonExecutor(watchdog)}
 
 
 def execute_action(

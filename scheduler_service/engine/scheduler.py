@@ -32,12 +32,13 @@ from ..clock import utcnow
 from ..config import ConfigError
 from ..logcontext import log_context
 from .containment import RunCgroups
-from .executors import Outcome, execute_action, executors_with
+from .executors import Outcome, abandoned_outcome, execute_action, executors_with
 from .. import events
 from .tick import (
     ClaimedRun, FinishedRun, RunResult, SkippedSlot, TickReport, finish_runs, mark_tick, recover_lost_runs,
     renew_leases, tick,
 )
+from .watchdog import Watchdog
 
 log = logging.getLogger(__name__)
 
@@ -71,14 +72,28 @@ class Workers:
 
     def __init__(self, count: int, work: Callable[[ClaimedRun], None], name: str) -> None:
         self._work = work
+        self._name = name
         self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
         self._closed = False
-        self._threads = [threading.Thread(target=self._serve, name=f"{name}-{index}", daemon=True)
-                         for index in range(count)]
+        self._count = count
+        self._threads = [self._new_thread(index) for index in range(count)]
+        self._retired: set[int] = set()  # idents of threads stuck in a call, replaced by others
+
+    def _new_thread(self, index: int) -> threading.Thread:
+        return threading.Thread(target=self._serve, name=f"{self._name}-{index}", daemon=True)
 
     def start(self) -> None:
         for thread in self._threads:
             thread.start()
+
+    def replace(self, ident: int) -> None:
+        """Start a thread in place of the one with ``ident``, stuck in a call; that one ends when it returns."""
+        self._retired.add(ident)
+        if self._closed:
+            return  # no more work comes: the others take the last queued runs
+        thread = self._new_thread(len(self._threads))
+        self._threads.append(thread)
+        thread.start()
 
     def submit(self, claimed: ClaimedRun) -> None:
         if self._closed:
@@ -88,7 +103,7 @@ class Workers:
     def shutdown(self) -> None:
         """Let the workers finish what is queued (stopped runs end at once), then end."""
         self._closed = True
-        for _ in self._threads:
+        for _ in range(self._count):
             self._queue.put(self._DONE)
 
     def _serve(self) -> None:
@@ -97,6 +112,10 @@ class Workers:
                 self._work(claimed)
             except BaseException:  # _work records every outcome itself; nothing may end a worker
                 log.exception("a worker failed")
+            if threading.get_ident() in self._retired:
+                # Its replacement serves now; forget the ident, which a new thread may get.
+                self._retired.discard(threading.get_ident())
+                return
 
 
 class Engine:
@@ -122,7 +141,9 @@ class Engine:
         self.output_limit: int = config["RUN_OUTPUT_LIMIT_BYTES"]
         self.shell_enabled: bool = config["SHELL_ACTIONS_ENABLED"]
         self.cgroups = _shell_cgroups(config, self.owner) if self.shell_enabled else None
-        self.executors = executors_with(self.cgroups)
+        self.watchdog = Watchdog(on_abandon=self._abandon)
+        self.executors = executors_with(self.cgroups, self.watchdog)
+        self._running_on: dict[int, tuple[ClaimedRun, datetime]] = {}  # worker thread ident -> its run
         self.pool = Workers(self.max_workers, self._execute, name="scheduler-run")
         self.timer = BackgroundScheduler(timezone=timezone.utc)
         self.stopping = threading.Event()
@@ -183,6 +204,7 @@ class Engine:
         self.timer.shutdown(wait=False)
         # A queued run sees the stop event at once and records itself as stopped.
         self.pool.shutdown()
+        self.watchdog.close()
         self._recorder.join(timeout=5)
         if self.cgroups is not None:
             self.cgroups.close()
@@ -336,12 +358,25 @@ class Engine:
 
     def _execute(self, claimed: ClaimedRun) -> None:
         started_at = self.clock()
+        worker = threading.get_ident()
+        self._running_on[worker] = (claimed, started_at)
         try:
             with log_context(task_id=claimed.task_id, run_id=claimed.run_id, attempt=claimed.attempt):
                 outcome = self._perform(claimed, self._stop_runs)
         except BaseException as exc:  # the executors never raise; if one does, the run still ends
             outcome = Outcome(succeeded=False, message=f"internal error: {exc!r}")
+        del self._running_on[worker]
+        if not outcome.abandoned:  # else _abandon recorded the run long ago
+            self._results.put(RunResult(claimed.run_id, outcome, started_at, self.clock()))
+
+    def _abandon(self, worker: int, reason: str, output: str) -> None:
+        """The watchdog gave up on the python call that ``worker`` runs: record the run, replace the worker."""
+        claimed, started_at = self._running_on[worker]
+        log.warning("python action %s still runs after TimeoutError (blocked in C code, or it caught the"
+                    " exception); its run is failed and its worker replaced", claimed.action.get("callable"))
+        outcome = abandoned_outcome(reason, claimed.timeout_seconds, output, self.output_limit)
         self._results.put(RunResult(claimed.run_id, outcome, started_at, self.clock()))
+        self.pool.replace(worker)
 
     def _perform(self, claimed: ClaimedRun, stop: threading.Event) -> Outcome:
         if claimed.action.get("type") == "shell" and not self.shell_enabled:
