@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -33,3 +35,14 @@ def make_task(client):
         return response.get_json()
 
     return make
+
+
+@pytest.fixture
+def samples(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The sample_callables module, importable by name like deployment code would be."""
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parent))
+    import sample_callables
+
+    sample_callables.busy_started.clear()
+    sample_callables.busy_exited.clear()
+    return sample_callables

@@ -30,7 +30,6 @@ from scheduler_service.engine.executors import (
     execute_action,
 )
 
-HERE = Path(__file__).resolve().parent
 LIMIT = 65536
 
 
@@ -389,17 +388,6 @@ def test_http_big_body_keeps_the_tail(server: str) -> None:
 
 
 # --- python --------------------------------------------------------------------------
-
-
-@pytest.fixture
-def samples(monkeypatch: pytest.MonkeyPatch) -> Any:
-    """The sample_callables module, importable by name like deployment code would be."""
-    monkeypatch.syspath_prepend(str(HERE))
-    import sample_callables
-
-    sample_callables.busy_started.clear()
-    sample_callables.busy_exited.clear()
-    return sample_callables
 
 
 def python(callable_: str, **fields: Any) -> dict[str, Any]:

@@ -5,7 +5,6 @@ import functools
 import logging
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,7 +12,6 @@ import pytest
 from scheduler_service.engine.executors import Outcome, PythonExecutor
 from scheduler_service.engine.watchdog import Watchdog
 
-HERE = Path(__file__).resolve().parent
 LIMIT = 64 * 1024
 
 
@@ -21,16 +19,6 @@ LIMIT = 64 * 1024
 def app_config() -> dict:
     """For the engine test: one worker, so that only a replacement can take the next run."""
     return {"SCHEDULER_TICK_SECONDS": 1, "RUN_LEASE_SECONDS": 3, "SCHEDULER_MAX_WORKERS": 1}
-
-
-@pytest.fixture
-def samples(monkeypatch: pytest.MonkeyPatch) -> Any:
-    monkeypatch.syspath_prepend(str(HERE))
-    import sample_callables
-
-    sample_callables.busy_started.clear()
-    sample_callables.busy_exited.clear()
-    return sample_callables
 
 
 @pytest.fixture
