@@ -1,8 +1,8 @@
 """Python actions called in the pool worker itself, and the one thread that stops them.
 
 Handing a call to a helper thread and waiting for it costs two thread switches per run,
-each a wait for the GIL. Calling in the worker saved ~25% of our CPU per run in a burst of
-no-op runs (W1 python, this machine: 5.2 -> 4.0 s of CPU for 10,000 runs, rate +20%).
+each a wait for the GIL. Calling in the worker saved a fifth of our CPU in a burst of no-op
+runs (W1 python on 2 cores: 5.2 -> 4.2 s of CPU for 10,000 runs, the rate +19%).
 
 The deadline and the shutdown still stop a call: the watchdog injects ``TimeoutError``
 into the worker at its next bytecode. A call blocked in C code does not see it; past a
