@@ -172,17 +172,17 @@ def seed_waiting_children(url: str, n: int) -> None:
     from scheduler_service.database import db
     from scheduler_service.models import Task, task_dependencies
 
-    from .seed import _task_row, action_for
+    from .seed import task_row, action_for
 
     app = make_app(url)
     with app.app_context():
         db.create_all()
         now = utcnow()
-        parent = {**_task_row(n, "0 0 1 1 *", now + timedelta(days=1), action_for("python"), now),
+        parent = {**task_row(n, "0 0 1 1 *", now + timedelta(days=1), action_for("python"), now),
                   "name": "parent", "status": "running", "active_runs": 1}
         with db.engine.begin() as connection:
             [parent_id] = connection.execute(Task.__table__.insert().returning(Task.__table__.c.id), [parent]).scalars()
-            rows = [_task_row(index, "* * * * *", now - timedelta(seconds=5), action_for("python"), now)
+            rows = [task_row(index, "* * * * *", now - timedelta(seconds=5), action_for("python"), now)
                     for index in range(n)]
             child_ids = connection.execute(Task.__table__.insert().returning(Task.__table__.c.id), rows).scalars()
             connection.execute(task_dependencies.insert(),

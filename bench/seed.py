@@ -35,7 +35,7 @@ def action_for(kind: str) -> dict[str, Any]:
     return {"python": PYTHON_NOOP, "shell": SHELL_TRUE}[kind]
 
 
-def _task_row(index: int, cron: str, next_run_at: datetime, action: dict[str, Any], now: datetime) -> dict[str, Any]:
+def task_row(index: int, cron: str, next_run_at: datetime, action: dict[str, Any], now: datetime) -> dict[str, Any]:
     return {
         "name": f"bench-{index:07d}", "description": "", "cron_expression": cron, "timezone": "UTC",
         "enabled": True, "action": action, "timeout_seconds": 3600, "max_retries": 3,
@@ -78,7 +78,7 @@ def seed_tasks(url: str, shape: str, n: int, *, action: str = "python", margin: 
                     row_action = dict(base_action)
                     if shape == "spread":
                         row_action["kwargs"] = {"due": 0.0}  # set below, once t0 is known
-                    rows.append(_task_row(index, FAR_FUTURE_CRON, placeholder, row_action, now))
+                    rows.append(task_row(index, FAR_FUTURE_CRON, placeholder, row_action, now))
                 connection.execute(table.insert(), rows)
         if with_token:
             result["token"] = issue_token("bench")

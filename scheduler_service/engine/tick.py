@@ -160,7 +160,6 @@ def _inserted_counts(rows: Iterable[dict]) -> Iterator[run_counts.RunCount]:
             for row in rows)
 
 
-
 def _count_finished(finished: Iterable[FinishedRun]) -> None:
     _count(change for run in finished
            for change in run_counts.moved(run.task_id, "running", run.status, run.duration_seconds))
