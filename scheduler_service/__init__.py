@@ -11,7 +11,7 @@ from flask import Flask
 from . import api as api_resources
 from . import admin, auth, cli, errors, ops, run_counts
 from .api import docs_assets
-from .config import ConfigError, load_settings
+from .config import ConfigError, load_settings, settle_defaults
 from .database import watch_sqlite_connections
 from .extensions import api, db, migrate, scheduler
 
@@ -52,6 +52,7 @@ def configure(app: Flask, overrides: Mapping[str, Any] | None) -> None:
     app.json.sort_keys = False  # keep the schemas' field order
     app.config.update(load_settings())
     app.config.update(overrides or {})
+    settle_defaults(app.config)
     if app.config["SQLALCHEMY_DATABASE_URI"] is None:
         Path(app.instance_path).mkdir(parents=True, exist_ok=True)
         app.config["SQLALCHEMY_DATABASE_URI"] = f"sqlite:///{Path(app.instance_path) / 'scheduler.db'}"

@@ -5,7 +5,9 @@ This is the only module that reads ``os.environ``. A bad value raises
 """
 from __future__ import annotations
 
+import ipaddress
 import os
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
@@ -102,12 +104,40 @@ def _secret(raw: str) -> str:
     return raw.strip()
 
 
+def _networks(raw: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    networks = []
+    for item in filter(None, (part.strip() for part in raw.split(","))):
+        try:
+            networks.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise ValueError(f"{item!r} is not a network in CIDR form (such as 169.254.0.0/16)") from None
+    return tuple(networks)
+
+
+# A module path: dotted identifiers (a prefix matches that module and those under it).
+_MODULE_PREFIX = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*\Z")
+
+
+def _module_prefixes(raw: str) -> tuple[str, ...] | None:
+    """None: any module (``*``); else the prefixes, possibly none at all."""
+    items = [part.strip() for part in raw.split(",") if part.strip()]
+    if items == ["*"]:
+        return None
+    for item in items:
+        if not _MODULE_PREFIX.match(item):
+            raise ValueError(f"{item!r} is not a module name (use '*' alone for any module)")
+    return tuple(items)
+
+
 def _directory(raw: str) -> str:
     path = raw.strip()
     if not os.path.isdir(path) or not os.access(path, os.W_OK):
         raise ValueError("expected an existing directory this process can write to")
     return path
 
+
+# A default decided by another setting (see load_settings).
+DEFAULT_FROM_SHELL = object()
 
 # variable -> (config key, parser, default). The default None for DATABASE_URL
 # means "a SQLite file in the instance folder", decided by create_app.
@@ -134,6 +164,14 @@ SETTINGS: dict[str, tuple[str, Callable[[str], Any], Any]] = {
     "LOG_FORMAT": ("LOG_FORMAT", _choice("text", "json"), "text"),
     # Signs admin sessions; unset, a key is made once and kept in the instance folder.
     "SECRET_KEY": ("SECRET_KEY", _secret, None),
+    "SESSION_COOKIE_SECURE": ("SESSION_COOKIE_SECURE", _boolean, False),
+    # Guard rails for actions (README, "Security"). PYTHON_ACTIONS_MODULES' default depends on
+    # SHELL_ACTIONS_ENABLED, so load_settings fills it in: "*" (None) or nothing at all.
+    "PYTHON_ACTIONS_MODULES": ("PYTHON_ACTIONS_MODULES", _module_prefixes, DEFAULT_FROM_SHELL),
+    "HTTP_ACTIONS_DENY_NETWORKS": (
+        "HTTP_ACTIONS_DENY_NETWORKS", _networks, _networks("169.254.0.0/16,fe80::/10,fd00:ec2::254/128"),
+    ),
+    "SHELL_INHERIT_ENV": ("SHELL_INHERIT_ENV", _boolean, False),
 }
 
 
@@ -151,4 +189,11 @@ def load_settings(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
         except ValueError as exc:
             raise ConfigError(f"{variable}={raw!r}: {exc}") from None
     return settings
+
+
+def settle_defaults(config: dict[str, Any]) -> None:
+    """Fill in the defaults that depend on other settings, once every override is known."""
+    if config.get("PYTHON_ACTIONS_MODULES", DEFAULT_FROM_SHELL) is DEFAULT_FROM_SHELL:
+        # Any callable can start a shell (subprocess:getoutput): with shell actions off, so are python ones.
+        config["PYTHON_ACTIONS_MODULES"] = None if config["SHELL_ACTIONS_ENABLED"] else ()
 

@@ -176,6 +176,10 @@ class TaskRunCounts(db.Model):
     timed_microseconds: Mapped[int] = mapped_column(sa.BigInteger, default=0)
 
 
+#: What a token may do, least first; each scope may do everything the ones before it may (auth.py).
+TOKEN_SCOPES = ("read", "run", "write", "admin")
+
+
 class ApiToken(db.Model):
     """A bearer token; only its SHA-256 is stored."""
 
@@ -184,7 +188,36 @@ class ApiToken(db.Model):
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(sa.String(100), unique=True)
     token_hash: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    # Tokens made before scopes existed could do everything: they stay admin.
+    scope: Mapped[str] = mapped_column(sa.String(16), default="admin", server_default="admin")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Written when a process looks the token up in the database, at most once a minute (auth.py).
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+AUDIT_ACTIONS = (
+    "create", "update", "delete", "toggle", "pause", "resume", "run", "cancel", "backfill", "apply",
+)
+
+
+class AuditEntry(db.Model):
+    """One change made through the API, the admin or the CLI: who, what, and each field before and after."""
+
+    __tablename__ = "audit_entry"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    actor: Mapped[str] = mapped_column(sa.String(200))  # token:NAME, admin:USER or cli
+    action: Mapped[str] = mapped_column(sa.String(16))
+    # No foreign key: a task's history outlives the task (its delete is the last entry).
+    task_id: Mapped[int | None]
+    # field -> [before, after], secrets already masked (audit.py).
+    changes: Mapped[dict[str, Any]] = mapped_column(sa.JSON, default=dict)
+
+    __table_args__ = (
+        sa.Index("ix_audit_entry_task_id", "task_id", "id"),
+        sa.Index("ix_audit_entry_actor", "actor", "id"),
+    )
 
 
 class SchedulerState(db.Model):

@@ -22,3 +22,29 @@ class AdminUser(db.Model):
 
     def __repr__(self) -> str:
         return f"<AdminUser {self.id} {self.name!r}>"
+
+
+class AdminSession(db.Model):
+    """A logged-in admin session. The cookie holds its id; only a SHA-256 of the id is kept here,
+    and logging out deletes the row, so a copied cookie stops working."""
+
+    __tablename__ = "admin_session"
+
+    id_hash: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    user_id: Mapped[int] = mapped_column(sa.ForeignKey("admin_user.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class LoginFailure(db.Model):
+    """A failed admin login, kept for a minute to throttle guessing (per name and per client address).
+
+    In the database rather than in memory, so the limit holds across every process serving the admin.
+    """
+
+    __tablename__ = "admin_login_failure"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    key: Mapped[str] = mapped_column(sa.String(200))  # "name:NAME" or "addr:ADDRESS"
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    __table_args__ = (sa.Index("ix_admin_login_failure_key_at", "key", "at"),)

@@ -1,0 +1,64 @@
+"""The audit trail: who changed what, each field before and after, secrets masked.
+
+A change and its entry are written in one transaction: ``record`` adds the entry to the
+session and the caller's commit writes both, so there is no change without its author
+and no entry for a change that was rolled back.
+
+The actor is whoever the request was authenticated as (``auth`` sets ``token:NAME``, the
+admin sets ``admin:USER``); outside a request, the CLI: ``cli``.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from flask import g, has_app_context
+
+from .database import db
+from .masking import mask_action, mask_notify
+from .models import AuditEntry, Task
+
+CLI_ACTOR = "cli"
+
+#: The task fields a person sets, in the API's order: what a diff compares.
+TASK_FIELDS = (
+    "name", "description", "cron_expression", "timezone", "enabled", "depends_on", "action",
+    "timeout_seconds", "max_retries", "retry_delay_seconds", "retry_max_delay_seconds",
+    "concurrency_policy", "misfire_grace_seconds", "notify",
+)
+
+
+def set_actor(actor: str) -> None:
+    """Name who makes this request's changes (``token:NAME``, ``admin:USER``)."""
+    g.audit_actor = actor
+
+
+def current_actor() -> str:
+    return g.get("audit_actor", CLI_ACTOR) if has_app_context() else CLI_ACTOR
+
+
+def task_snapshot(task: Task) -> dict[str, Any]:
+    """The fields of ``task`` a diff compares, with secrets masked."""
+    snapshot = {field: getattr(task, field) for field in TASK_FIELDS}
+    snapshot["action"] = mask_action(task.action)
+    snapshot["notify"] = mask_notify(task.notify)
+    return snapshot
+
+
+def diff(before: dict[str, Any] | None, after: dict[str, Any] | None) -> dict[str, list[Any]]:
+    """``field -> [before, after]`` for each field that differs; a missing side is null throughout."""
+    before = before or {}
+    after = after or {}
+    fields = list(dict.fromkeys([*before, *after]))
+    return {
+        field: [before.get(field), after.get(field)]
+        for field in fields
+        if before.get(field) != after.get(field)
+    }
+
+
+def record(action: str, task_id: int | None, changes: dict[str, list[Any]] | None = None,
+           actor: str | None = None) -> AuditEntry:
+    """Add an entry to the session; the caller's commit writes it with the change itself."""
+    entry = AuditEntry(actor=actor or current_actor(), action=action, task_id=task_id, changes=changes or {})
+    db.session.add(entry)
+    return entry
