@@ -11,7 +11,7 @@ from flask.cli import with_appcontext
 from . import auth
 from .config import ConfigError
 from .extensions import db, scheduler
-from .models import ApiToken
+from .models import TOKEN_SCOPES, ApiToken
 
 
 @click.command("run-scheduler")
@@ -29,17 +29,20 @@ def run_scheduler_command() -> None:
 
 @click.command("create-token")
 @click.argument("name")
+@click.option("--scope", type=click.Choice(TOKEN_SCOPES), default="admin", show_default=True,
+              help="What the token may do: read < run < write < admin (README, 'Security').")
 @click.option("--if-none", is_flag=True, help="Only if no token exists yet (for first start-up scripts).")
 @with_appcontext
-def create_token_command(name: str, if_none: bool) -> None:
+def create_token_command(name: str, scope: str, if_none: bool) -> None:
     """Create an API token NAME and print it as the last line; only its hash is kept."""
     if if_none and db.session.execute(sa.select(ApiToken.id).limit(1)).first() is not None:
         click.echo("an API token exists already; not creating another", err=True)
         return
     if db.session.execute(sa.select(ApiToken.id).where(ApiToken.name == name)).first() is not None:
         raise click.ClickException(f"a token named {name!r} exists; revoke it first")
-    token = auth.issue_token(name)
-    click.echo(f"Created API token {name!r}. Keep it now: it is not stored and cannot be shown again.")
+    token = auth.issue_token(name, scope)
+    click.echo(f"Created API token {name!r} with scope {scope!r}. Keep it now: it is not stored and cannot be"
+               " shown again.")
     click.echo(token)
 
 

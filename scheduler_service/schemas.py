@@ -10,6 +10,7 @@ from flask import current_app
 from marshmallow import fields, validate
 
 from .engine import cron
+from .masking import mask_action, mask_notify
 from .models import CONCURRENCY_POLICIES, RUN_STATUSES, RUN_TRIGGERS, TASK_STATUSES
 
 # Integers end up in 32-bit columns on PostgreSQL; anything larger is a client error.
@@ -195,7 +196,7 @@ class ActionField(fields.Field):
         return action
 
     def _serialize(self, value: Any, attr: str | None, obj: Any, **kwargs: Any) -> Any:
-        return value
+        return mask_action(value)  # header and env values are write-only
 
 
 # --- alert settings (scheduler_service/ops/alerts.py sends them) ---------------------
@@ -240,6 +241,9 @@ class NotifyField(fields.Nested):
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, partial: Any = None, **kwargs: Any) -> Any:
         return self._load(value, partial=False)
+
+    def _serialize(self, value: Any, attr: str | None, obj: Any, **kwargs: Any) -> Any:
+        return super()._serialize(mask_notify(value), attr, obj, **kwargs)  # a webhook's path is a credential
 
 
 # --- tasks ---------------------------------------------------------------------

@@ -12,11 +12,13 @@ from typing import Any
 import sqlalchemy as sa
 from flask_smorest import abort
 
+from . import audit
 from .clock import utcnow
 from .engine import cron
 from .engine.dependencies import find_cycle
 from .errors import abort_invalid
 from .extensions import db, scheduler
+from .masking import MaskError, restore_action, restore_notify
 from .models import Run, Task, task_dependencies
 from .schemas import INT_MAX
 
@@ -73,13 +75,27 @@ def _check_cron_or_parents(cron_expression: str | None, parents: list[Task]) -> 
         abort_invalid("cron_expression", "Required unless the task has depends_on.")
 
 
+def restore_secrets(data: dict[str, Any], stored: Task | None) -> None:
+    """Put the stored secret values back where ``data`` sends the mask ("***") that reads show."""
+    try:
+        if "action" in data:
+            data["action"] = restore_action(data["action"], stored.action if stored else None)
+        if data.get("notify") is not None:
+            data["notify"] = restore_notify(data["notify"], stored.notify if stored else None)
+    except MaskError as exc:
+        abort_invalid(exc.field, str(exc))
+
+
 def create_task(data: dict[str, Any]) -> Task:
     _check_name_free(data["name"], None)
+    restore_secrets(data, None)
     parents = _resolve_parents(None, data.pop("depends_on"))
     _check_cron_or_parents(data.get("cron_expression"), parents)
     task = Task(**data, parents=parents)
     task.next_run_at = next_slot(task, utcnow())
     db.session.add(task)
+    db.session.flush()  # the id, for the audit entry
+    audit.record("create", task.id, audit.diff(None, audit.task_snapshot(task)))
     db.session.commit()
     scheduler.wake()
     return task
@@ -89,8 +105,10 @@ def update_task(task: Task, data: dict[str, Any]) -> Task:
     """Apply the given fields (all of them for PUT, some for PATCH)."""
     if "name" in data:
         _check_name_free(data["name"], task.id)
+    restore_secrets(data, task)
     parents = _resolve_parents(task.id, data.pop("depends_on")) if "depends_on" in data else task.parents
     _check_cron_or_parents(data.get("cron_expression", task.cron_expression), parents)
+    before = audit.task_snapshot(task)
     schedule_changed = any(
         field in data and data[field] != getattr(task, field) for field in SCHEDULE_FIELDS
     )
@@ -99,6 +117,9 @@ def update_task(task: Task, data: dict[str, Any]) -> Task:
     task.parents = parents
     if schedule_changed:
         task.next_run_at = next_slot(task, utcnow())
+    changes = audit.diff(before, audit.task_snapshot(task))
+    if changes:  # a write that changes nothing is not a change
+        audit.record("update", task.id, changes)
     db.session.commit()
     scheduler.wake()
     return task
@@ -108,6 +129,7 @@ def toggle_task(task: Task) -> Task:
     task.enabled = not task.enabled
     # Enabling computes the next slot from now: missed slots are not run.
     task.next_run_at = next_slot(task, utcnow())
+    audit.record("toggle", task.id, {"enabled": [not task.enabled, task.enabled]})
     db.session.commit()
     scheduler.wake()
     return task
@@ -117,6 +139,7 @@ def delete_task(task: Task) -> None:
     children = [child.name for child in task.children]
     if children:
         abort(409, message=f"task {task.name!r} is a parent of: {', '.join(children)}; remove those dependencies first")
+    audit.record("delete", task.id, audit.diff(audit.task_snapshot(task), None))
     db.session.delete(task)
     db.session.commit()
 
@@ -143,6 +166,8 @@ def request_run(task: Task) -> Run:
         abort(409, message=f"task {task.name!r} has an active run or retry (concurrency_policy is forbid)")
     run = Run(task_id=task.id, trigger="manual", status="pending", attempt=1, scheduled_for=now, created_at=now)
     db.session.add(run)  # counted in the task's run counts by run_counts' ORM events, in this transaction
+    db.session.flush()
+    audit.record("run", task.id, {"run_id": [None, run.id]})
     db.session.commit()
     scheduler.wake()
     return run

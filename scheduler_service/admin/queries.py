@@ -16,11 +16,12 @@ from werkzeug.exceptions import HTTPException
 from .. import listing
 from ..api.pagination import paginate
 from ..database import db
-from ..models import Run, Task
+from ..models import AuditEntry, Run, Task
 from ..schemas import RunQueryArgsSchema, TaskQueryArgsSchema
 
 FINISHED_RUN_STATUSES = ("success", "failed", "skipped")
 RECENT_RUNS_SHOWN = 10
+HISTORY_SHOWN = 20
 
 
 @dataclass
@@ -112,3 +113,10 @@ def _page(query: sa.Select, id_column: Any, args: dict[str, Any], newest_first: 
 
 def _texts(messages: Any) -> list[str]:
     return [str(item) for item in messages] if isinstance(messages, list) else [str(messages)]
+
+
+def task_history(task_id: int) -> list[AuditEntry]:
+    """The task's latest audit entries, newest first."""
+    return db.session.scalars(
+        sa.select(AuditEntry).where(AuditEntry.task_id == task_id).order_by(AuditEntry.id.desc()).limit(HISTORY_SHOWN)
+    ).all()

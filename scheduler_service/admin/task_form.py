@@ -13,6 +13,7 @@ from typing import Any
 
 from werkzeug.datastructures import MultiDict
 
+from ..masking import mask_action
 from ..models import Task
 from ..schemas import ACTION_SCHEMAS, TaskSchema
 
@@ -56,7 +57,8 @@ def form_from_task(task: Task) -> dict[str, Any]:
     values: dict[str, Any] = {field: _as_text(getattr(task, field)) for field in (*TEXT_FIELDS, *MULTILINE_FIELDS)}
     values.update({field: _as_text(getattr(task, field)) for field in INTEGER_FIELDS})
     values.update(enabled=task.enabled, depends_on=list(task.depends_on), http_method="GET", http_body_format="text")
-    action = task.action or {}
+    # Secret values show as the mask; saving the mask back keeps them (services.restore_secrets).
+    action = mask_action(task.action) or {}
     kind = action.get("type", "shell")
     values["action_type"] = kind
     if kind == "shell":

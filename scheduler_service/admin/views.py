@@ -7,11 +7,12 @@ from zoneinfo import available_timezones
 from flask import Blueprint, Response, abort, flash, jsonify, redirect, render_template, request, url_for
 from markupsafe import Markup, escape
 
-from .. import services
+from .. import audit, services
 from ..api.stats import collect_stats
 from ..clock import utcnow
 from ..database import db
 from ..engine import cron
+from ..masking import mask_action
 from ..models import RUN_STATUSES, RUN_TRIGGERS, TASK_STATUSES, Task
 from ..schemas import HTTP_METHODS, INT_MAX
 from . import dashboard, queries, security, task_form
@@ -37,8 +38,11 @@ def _guard():
         return render_template("admin/error.html", title="Form expired",
                                message="This form is no longer valid (its security token does not match). "
                                        "Go back, reload the page and send it again."), 400
-    if request.endpoint not in PUBLIC_ENDPOINTS and security.current_admin() is None:
+    user = security.current_admin()
+    if request.endpoint not in PUBLIC_ENDPOINTS and user is None:
         return redirect(url_for("admin.login", next=request.full_path.rstrip("?")))
+    if user is not None:
+        audit.set_actor(f"admin:{user.name}")
     return None
 
 
@@ -128,7 +132,8 @@ def task_page(task_id: int):
         upcoming, description = [], None
     return render_template(
         "admin/task.html", task=task, stats=collect_stats(task.id), runs=queries.recent_runs(task.id),
-        upcoming=upcoming, schedule_text=description,
+        upcoming=upcoming, schedule_text=description, action=mask_action(task.action),
+        history=queries.task_history(task.id),
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 from flask.views import MethodView
 
 from .. import listing, services
+from ..auth import require_action_scope, requires_scope
 from ..models import Task
 from ..schemas import RunSchema, TaskPageSchema, TaskQueryArgsSchema, TaskSchema, TaskUpdateSchema
 from .blueprint import Blueprint
@@ -22,10 +23,12 @@ class Tasks(MethodView):
         page = paginate(query, Task.id, limit=args["limit"], cursor=args["cursor"], newest_first=False)
         return {**page, "items": listing.with_parent_ids(page["items"])}
 
+    @requires_scope("write")
     @blp.arguments(TaskSchema)
     @blp.response(201, TaskSchema)
     def post(self, data):
-        """Create a task."""
+        """Create a task (scope `write`; `admin` for `shell` and `python` actions)."""
+        require_action_scope(data["action"])
         return services.create_task(data)
 
 
@@ -36,35 +39,49 @@ class TaskItem(MethodView):
         """Show one task."""
         return services.get_task_or_404(task_id)
 
+    @requires_scope("write")
     @blp.arguments(TaskSchema)
     @blp.response(200, TaskSchema)
     def put(self, data, task_id):
-        """Replace a task."""
-        return services.update_task(services.get_task_or_404(task_id), data)
+        """Replace a task (scope `write`; `admin` for `shell` and `python` actions)."""
+        return _update(task_id, data)
 
+    @requires_scope("write")
     @blp.arguments(TaskUpdateSchema(partial=True))
     @blp.response(200, TaskSchema)
     def patch(self, data, task_id):
-        """Change the fields given."""
-        return services.update_task(services.get_task_or_404(task_id), data)
+        """Change the fields given (scope `write`; `admin` for `shell` and `python` actions)."""
+        return _update(task_id, data)
 
+    @requires_scope("write")
     @blp.response(204)
     def delete(self, task_id):
-        """Delete a task and its runs."""
-        services.delete_task(services.get_task_or_404(task_id))
+        """Delete a task and its runs (scope `write`; `admin` for `shell` and `python` actions)."""
+        task = services.get_task_or_404(task_id)
+        require_action_scope(task.action)
+        services.delete_task(task)
+
+
+def _update(task_id: int, data: dict) -> Task:
+    task = services.get_task_or_404(task_id)
+    # Both sides: a write token may neither change a shell task nor turn a task into one.
+    require_action_scope(task.action, data.get("action"))
+    return services.update_task(task, data)
 
 
 @blp.route("/<int:task_id>/toggle/")
 class TaskToggle(MethodView):
+    @requires_scope("run")
     @blp.response(200, TaskSchema)
     def post(self, task_id):
-        """Flip `enabled`."""
+        """Flip `enabled` (scope `run`)."""
         return services.toggle_task(services.get_task_or_404(task_id))
 
 
 @blp.route("/<int:task_id>/run/")
 class TaskRun(MethodView):
+    @requires_scope("run")
     @blp.response(202, RunSchema)
     def post(self, task_id):
-        """Run now, ignoring `enabled` and the dependency gate."""
+        """Run now, ignoring `enabled` and the dependency gate (scope `run`)."""
         return services.request_run(services.get_task_or_404(task_id))

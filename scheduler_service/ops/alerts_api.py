@@ -8,6 +8,7 @@ from marshmallow import fields, validate
 
 from ..api.blueprint import Blueprint
 from ..api.pagination import paginate
+from ..masking import mask_url
 from ..schemas import NOTIFY_EVENTS, PageArgsSchema, QueryId, UTCDateTime
 from .models import ALERT_STATUSES, Alert
 
@@ -18,7 +19,7 @@ class AlertSchema(ma.Schema):
     id = fields.Integer()
     task_id = fields.Integer(allow_none=True, metadata={"description": "null once the task is deleted"})
     event = fields.String(metadata={"enum": list(NOTIFY_EVENTS)})
-    url = fields.String()
+    url = fields.Function(lambda alert: mask_url(alert.url), metadata={"description": "path and query as ***"})
     status = fields.String(metadata={"enum": list(ALERT_STATUSES)})
     attempts = fields.Integer()
     next_attempt_at = UTCDateTime(allow_none=True)

@@ -175,9 +175,9 @@ def test_create_a_shell_task_from_the_form(app, web, client):
     )
     body = api_task(client, task_id)
     assert body["action"] == {
-        "type": "shell", "command": "pg_dump db\necho done", "env": {"PGHOST": "db.internal", "MODE": "full"},
-        "cwd": "/srv",
+        "type": "shell", "command": "pg_dump db\necho done", "env": {"PGHOST": "***", "MODE": "***"}, "cwd": "/srv",
     }
+    assert stored_action(app, task_id)["env"] == {"PGHOST": "db.internal", "MODE": "full"}
     assert body["description"] == "nightly\ndump"
     assert (body["cron_expression"], body["timezone"], body["timeout_seconds"], body["max_retries"]) == (
         "30 2 * * *", "Europe/Berlin", 120, 5
@@ -216,14 +216,21 @@ def test_http_and_python_tasks_survive_a_trip_through_the_edit_form(app, web, cl
     hook = api_task(client, http_id)
     assert hook["action"] == {
         "type": "http", "url": "https://example.internal/hook", "method": "POST",
-        "headers": {"X-Token": "abc", "Accept": "application/json"}, "body": {"ok": True},
+        "headers": {"X-Token": "***", "Accept": "***"}, "body": {"ok": True},
         "expect_status": [200, 204],
     }
+    # The form showed the mask and sent it back: the stored values are kept.
+    assert stored_action(app, http_id)["headers"] == {"X-Token": "abc", "Accept": "application/json"}
     assert hook["depends_on"] == [parent] and hook["cron_expression"] is None
     report = api_task(client, python_id)
     assert report["action"] == {"type": "python", "callable": "reports.daily:build", "args": [1, "two"],
                                 "kwargs": {"dry": False}}
     assert report["enabled"] is False and report["concurrency_policy"] == "allow"
+
+
+def stored_action(app, task_id: int) -> dict:
+    with app.app_context():
+        return db.session.get(Task, task_id).action
 
 
 def _form_as_shown(html: str) -> MultiDict:

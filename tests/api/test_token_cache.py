@@ -74,10 +74,11 @@ def test_a_lookup_that_began_before_a_revoke_does_not_trust_its_token_after_it()
     cache = auth.ValidTokenCache(ttl=5)
     generation = cache.generation  # a request read the database: the token was valid then
     cache.clear()                  # meanwhile this process revoked a token
-    cache.add("digest", generation)
-    assert not cache.holds("digest")
-    cache.add("digest", cache.generation)
-    assert cache.holds("digest")
+    holder = auth.TokenHolder("tests", "admin")
+    cache.add("digest", generation, holder)
+    assert cache.holds("digest") is None
+    cache.add("digest", cache.generation, holder)
+    assert cache.holds("digest") == holder
 
 
 def test_each_app_has_its_own_cache(app, token, tmp_path):
