@@ -18,11 +18,17 @@ SECRET_MAPS = ("headers", "env")
 
 
 class MaskError(ValueError):
-    """A write sent ``MASK`` where no stored value exists to keep; ``field`` names where."""
+    """A write sent ``MASK`` where no stored value exists to keep; ``path`` names where
+    (``("action", "env", "TOKEN")``: a header name may itself hold a dot)."""
 
-    def __init__(self, field: str, message: str) -> None:
+    def __init__(self, path: tuple[str, ...], message: str) -> None:
         super().__init__(message)
-        self.field = field
+        self.path = path
+
+    @property
+    def field(self) -> str:
+        """The path as one dotted name, for messages."""
+        return ".".join(self.path)
 
 
 def mask_action(action: Mapping[str, Any] | None) -> dict[str, Any] | None:
@@ -53,7 +59,7 @@ def restore_action(action: Mapping[str, Any], stored: Mapping[str, Any] | None) 
             if value == MASK:
                 if name not in kept:
                     raise MaskError(
-                        f"action.{part}.{name}", f"'{MASK}' keeps a stored value, and there is none for {name!r}."
+                        ("action", part, name), f"'{MASK}' keeps a stored value, and there is none for {name!r}."
                     )
                 value = kept[name]
             merged[name] = value
@@ -71,13 +77,13 @@ def mask_url(url: str | None) -> str | None:
     return urlunsplit((parts.scheme, parts.netloc, "/" + MASK, "", ""))
 
 
-def restore_url(url: str | None, stored: str | None, field: str) -> str | None:
+def restore_url(url: str | None, stored: str | None, path: tuple[str, ...]) -> str | None:
     """``url`` itself, or the stored URL when ``url`` is that URL's masked form."""
     if url is None or MASK not in url:
         return url
     if stored is not None and mask_url(stored) == url:
         return stored
-    raise MaskError(field, f"'{MASK}' keeps a stored URL, and none of this host is stored.")
+    raise MaskError(path, f"'{MASK}' keeps a stored URL, and none of this host is stored.")
 
 
 def mask_notify(notify: Mapping[str, Any] | None) -> dict[str, Any] | None:
@@ -90,4 +96,4 @@ def restore_notify(notify: Mapping[str, Any] | None, stored: Mapping[str, Any] |
     if notify is None:
         return None
     stored_url = (stored or {}).get("url")
-    return {**notify, "url": restore_url(notify.get("url"), stored_url, "notify.url")}
+    return {**notify, "url": restore_url(notify.get("url"), stored_url, ("notify", "url"))}

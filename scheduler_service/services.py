@@ -83,7 +83,11 @@ def restore_secrets(data: dict[str, Any], stored: Task | None) -> None:
         if data.get("notify") is not None:
             data["notify"] = restore_notify(data["notify"], stored.notify if stored else None)
     except MaskError as exc:
-        abort_invalid(exc.field, str(exc))
+        *outer, field = exc.path
+        errors: dict[str, Any] = {field: [str(exc)]}
+        for name in reversed(outer):
+            errors = {name: errors}
+        abort(422, errors={"json": errors})
 
 
 def create_task(data: dict[str, Any]) -> Task:
