@@ -33,9 +33,12 @@ SETTINGS_VARIABLES = (
     "SHELL_ACTIONS_ENABLED", "SHELL_CONTAINMENT", "SHELL_MAX_PROCESSES", "RUN_OUTPUT_LIMIT_BYTES", "RUN_LEASE_SECONDS",
     "SCHEDULER_SHUTDOWN_GRACE_SECONDS", "MAX_REQUEST_BYTES", "METRICS_PUBLIC", "PROMETHEUS_MULTIPROC_DIR",
     "ALERT_WEBHOOK_URL", "ALERT_WEBHOOK_SECRET", "RUN_RETENTION_DAYS", "RUN_RETENTION_PER_TASK", "LOG_FORMAT",
-    "SECRET_KEY",
+    "SECRET_KEY", "SESSION_COOKIE_SECURE", "PYTHON_ACTIONS_MODULES", "HTTP_ACTIONS_DENY_NETWORKS", "SHELL_INHERIT_ENV",
 )
-APP_TABLES = {"task", "run", "task_dependency", "api_token", "scheduler_state", "admin_user", "alert", "task_run_counts"}
+APP_TABLES = {
+    "task", "run", "task_dependency", "api_token", "scheduler_state", "admin_user", "alert", "task_run_counts",
+    "audit_entry", "admin_session", "admin_login_failure",
+}
 ALL_TABLES = APP_TABLES | {"alembic_version"}
 
 # migrations/env.py is Flask-Migrate's template, which tries the deprecated db.get_engine() first.
@@ -253,3 +256,23 @@ def test_the_run_counts_migration_counts_the_runs_already_there(empty_database, 
         "task_id": task_ids[0], "pending": 1, "running": 1, "success": 2, "failed": 1, "skipped": 1,
         "timed_runs": 3, "timed_microseconds": 3_750_001,
     }]
+
+
+def test_the_governance_migration_makes_existing_tokens_admin_and_keeps_them(empty_database, flask_db):
+    flask_db(empty_database, "upgrade", "84ccb9b673a8")  # the revision before token scopes
+    created = datetime(2026, 11, 28, 2, 0)
+    with connection_to(empty_database, write=True) as connection:
+        connection.execute(sa.text(
+            "INSERT INTO api_token (name, token_hash, created_at) VALUES ('ops', :digest, :created)"
+        ), {"digest": "a" * 64, "created": created})
+
+    flask_db(empty_database, "upgrade")
+
+    with connection_to(empty_database) as connection:
+        rows = connection.execute(sa.text(
+            "SELECT name, token_hash, scope, created_at, last_used_at FROM api_token"
+        )).mappings().all()
+    assert len(rows) == 1
+    row = dict(rows[0])
+    assert str(row.pop("created_at")).startswith("2026-11-28 02:00:00")  # SQLite hands raw text back
+    assert row == {"name": "ops", "token_hash": "a" * 64, "scope": "admin", "last_used_at": None}
