@@ -36,24 +36,33 @@ def current_actor() -> str:
     return g.get("audit_actor", CLI_ACTOR) if has_app_context() else CLI_ACTOR
 
 
+#: How each field that can hold a secret is shown in an entry.
+_MASKED = {"action": mask_action, "notify": mask_notify}
+
+
 def task_snapshot(task: Task) -> dict[str, Any]:
-    """The fields of ``task`` a diff compares, with secrets masked."""
-    snapshot = {field: getattr(task, field) for field in TASK_FIELDS}
-    snapshot["action"] = mask_action(task.action)
-    snapshot["notify"] = mask_notify(task.notify)
-    return snapshot
+    """The fields of ``task`` a diff compares, secrets in clear: ``diff`` masks what it records."""
+    return {field: getattr(task, field) for field in TASK_FIELDS}
 
 
 def diff(before: dict[str, Any] | None, after: dict[str, Any] | None) -> dict[str, list[Any]]:
-    """``field -> [before, after]`` for each field that differs; a missing side is null throughout."""
+    """``field -> [before, after]`` for each field that differs, secrets masked; a missing side is null throughout.
+
+    Compared in clear, so a changed secret is recorded as a change of its field, "***" on both sides.
+    """
     before = before or {}
     after = after or {}
     fields = list(dict.fromkeys([*before, *after]))
     return {
-        field: [before.get(field), after.get(field)]
+        field: [_shown(field, before.get(field)), _shown(field, after.get(field))]
         for field in fields
         if before.get(field) != after.get(field)
     }
+
+
+def _shown(field: str, value: Any) -> Any:
+    mask = _MASKED.get(field)
+    return value if mask is None or value is None else mask(value)
 
 
 def record(action: str, task_id: int | None, changes: dict[str, list[Any]] | None = None,

@@ -1,4 +1,4 @@
-"""CLI commands: run-scheduler, create-token, revoke-token."""
+"""CLI commands: run-scheduler, create-token, revoke-token, and the `tasks` group (task_files_cli.py)."""
 from __future__ import annotations
 
 import logging
@@ -12,6 +12,7 @@ from . import auth
 from .config import ConfigError
 from .extensions import db, scheduler
 from .models import TOKEN_SCOPES, ApiToken
+from .task_files_cli import tasks_group
 
 
 @click.command("run-scheduler")
@@ -57,5 +58,5 @@ def revoke_token_command(name: str) -> None:
 
 
 def init_app(app: Flask) -> None:
-    for command in (run_scheduler_command, create_token_command, revoke_token_command):
+    for command in (run_scheduler_command, create_token_command, revoke_token_command, tasks_group):
         app.cli.add_command(command)

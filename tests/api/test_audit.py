@@ -53,6 +53,11 @@ def test_a_secret_changed_is_recorded_as_changed_without_either_value(client):
     assert client.put(f"/api/tasks/{task['id']}/", json=task_payload(name=task["name"], action=changed)).status_code == 200
     text = client.get("/api/audit/").get_data(as_text=True)
     assert "s3cret-value" not in text and "new-secret" not in text
+    update = entries(client, action="update")[0]
+    assert update["changes"] == {"action": [
+        {"type": "shell", "command": "deploy", "env": {"API_KEY": "***"}, "cwd": None},
+        {"type": "shell", "command": "deploy", "env": {"API_KEY": "***"}, "cwd": None},
+    ]}
 
 
 def test_filters_and_paging(app, client):
