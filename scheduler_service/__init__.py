@@ -9,7 +9,7 @@ from typing import Any
 from flask import Flask
 
 from . import api as api_resources
-from . import admin, auth, cli, errors, ops, run_counts
+from . import admin, auth, cli, errors, http_headers, ops, run_counts
 from .api import docs_assets
 from .config import ConfigError, load_settings, settle_defaults
 from .database import watch_sqlite_connections
@@ -30,6 +30,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     api_resources.register(api)
     app.register_blueprint(docs_assets.blp)
     errors.register_error_handlers(app)
+    http_headers.init_app(app)
     auth.init_app(app)
     cli.init_app(app)
     ops.init_app(app)
@@ -45,8 +46,7 @@ def configure(app: Flask, overrides: Mapping[str, Any] | None) -> None:
         OPENAPI_VERSION="3.0.3",
         OPENAPI_URL_PREFIX="/api",
         OPENAPI_JSON_PATH="openapi.json",
-        OPENAPI_SWAGGER_UI_PATH="/docs",
-        OPENAPI_SWAGGER_UI_URL=docs_assets.ASSETS_URL,
+        # No OPENAPI_SWAGGER_UI_PATH: docs_assets serves /api/docs, without inline script.
         SQLALCHEMY_ENGINE_OPTIONS={"pool_pre_ping": True},
     )
     app.json.sort_keys = False  # keep the schemas' field order

@@ -5,6 +5,8 @@ without importing the extensions that import them.
 """
 from __future__ import annotations
 
+import os
+
 import sqlalchemy as sa
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import MetaData
@@ -22,9 +24,24 @@ db = SQLAlchemy(metadata=MetaData(naming_convention=NAMING_CONVENTION))
 
 
 def watch_sqlite_connections() -> None:
-    """Switch on WAL, synchronous=NORMAL and foreign keys for every SQLite connection (idempotent)."""
+    """Switch on WAL, synchronous=NORMAL and foreign keys for every SQLite connection, and create
+    a missing SQLite file readable by its owner only (idempotent)."""
     if not sa.event.contains(sa.engine.Engine, "connect", _sqlite_pragmas):
         sa.event.listen(sa.engine.Engine, "connect", _sqlite_pragmas)
+    if not sa.event.contains(sa.engine.Engine, "do_connect", _create_private_sqlite_file):
+        sa.event.listen(sa.engine.Engine, "do_connect", _create_private_sqlite_file)
+
+
+def _create_private_sqlite_file(dialect, connection_record, cargs, cparams) -> None:
+    """Create the file before SQLite does, with mode 0600: SQLite would follow the umask (often
+    world-readable), and it gives the -wal, -shm and -journal files the mode of the database
+    file. A file that exists keeps its mode: its owner chose it."""
+    if dialect.name != "sqlite" or cparams.get("uri") or not cargs or cargs[0] in ("", ":memory:"):
+        return
+    try:
+        os.close(os.open(cargs[0], os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except OSError:
+        pass  # there already, or a folder missing: SQLite opens it or says why, as without us
 
 
 def _sqlite_pragmas(dbapi_connection, connection_record) -> None:

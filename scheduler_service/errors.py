@@ -6,6 +6,7 @@ module adds the cases it does not see and the helpers views use.
 """
 from __future__ import annotations
 
+import io
 import logging
 from typing import NoReturn
 
@@ -15,6 +16,8 @@ from sqlalchemy.exc import IntegrityError
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, RequestEntityTooLarge
 
 log = logging.getLogger(__name__)
+
+_READ_SIZE = 65536
 
 
 def abort_invalid(field: str, message: str, location: str = "json") -> NoReturn:
@@ -42,8 +45,32 @@ def reject_oversized_bodies() -> None:
     """413 for any body over MAX_REQUEST_BYTES, also on endpoints that never read it
     (Flask itself only refuses a body when a view reads it)."""
     limit = request.max_content_length
-    if limit is not None and request.content_length is not None and request.content_length > limit:
+    if limit is None:
+        return
+    if request.content_length is not None:
+        if request.content_length > limit:
+            raise RequestEntityTooLarge()
+    elif "wsgi.input_terminated" in request.environ:
+        _buffer_streamed_body(limit)
+
+
+def _buffer_streamed_body(limit: int) -> None:
+    """Read a body sent without a length (``Transfer-Encoding: chunked``) now, and 413 if it is too large.
+
+    Werkzeug cuts such a body at the limit without a word (the view then sees truncated JSON, a 400);
+    only the server's own stream tells whether more follows. The body read is handed on to the view.
+    """
+    stream = request.environ["wsgi.input"]
+    chunks, size = [], 0
+    while size <= limit:
+        chunk = stream.read(min(_READ_SIZE, limit + 1 - size))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    if size > limit:
         raise RequestEntityTooLarge()
+    request.environ["wsgi.input"] = io.BytesIO(b"".join(chunks))
 
 
 class ApiWithHeaders(Api):

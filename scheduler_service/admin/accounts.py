@@ -8,7 +8,7 @@ import sqlalchemy as sa
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from ..database import db
-from .models import AdminUser
+from .models import AdminSession, AdminUser
 
 NAME_MAX = 100
 PASSWORD_MIN = 8
@@ -47,8 +47,9 @@ def create_admin(name: str, password: str) -> AdminUser:
 
 
 def set_password(user: AdminUser, password: str) -> None:
-    """Change the password; the user's open sessions stop working (their stamp no longer matches)."""
+    """Change the password and end the user's open sessions (a reset is often done because one leaked)."""
     user.password_hash = generate_password_hash(_checked_password(password))
+    db.session.execute(sa.delete(AdminSession).where(AdminSession.user_id == user.id))
     db.session.commit()
 
 

@@ -15,7 +15,7 @@ from ..engine import cron
 from ..masking import mask_action
 from ..models import RUN_STATUSES, RUN_TRIGGERS, TASK_STATUSES, Task
 from ..schemas import HTTP_METHODS, INT_MAX
-from . import dashboard, queries, security, task_form
+from . import dashboard, queries, security, task_form, throttle
 from .accounts import authenticate
 from .task_writes import attempt, refusal_message, save_task
 
@@ -46,6 +46,15 @@ def _guard():
     return None
 
 
+@blp.before_request
+def _refuse_unsafe_targets():
+    """A page to return to with a control character is a forged link: refused before any form is acted on."""
+    if any(security.has_control_character(target) for target in request.values.getlist("next")):
+        return render_template("admin/error.html", title="Bad link",
+                               message="The page to return to (next) contains a control character."), 400
+    return None
+
+
 @blp.after_request
 def _headers(response: Response) -> Response:
     return security.add_security_headers(response)
@@ -73,10 +82,19 @@ def login():
             return redirect(target)
         return render_template("admin/login.html", next=target, name="")
     name = request.form.get("name", "")
+    login_try = throttle.begin_attempt(throttle.throttle_keys(name, request.remote_addr), utcnow())
+    if login_try.retry_after is not None:
+        # Refused without checking the password, so that guessing on learns nothing.
+        return render_template(
+            "admin/login.html", next=target, name=name,
+            error=f"Too many failed logins for this name or from this address. "
+                  f"Try again in {login_try.retry_after} seconds.",
+        ), 429, {"Retry-After": str(login_try.retry_after)}
     user = authenticate(name, request.form.get("password", ""))
     if user is None:
         return render_template("admin/login.html", next=target, name=name,
                                error="Wrong name or password."), 401
+    throttle.end_attempt(login_try)
     security.log_in(user)
     return redirect(target)
 

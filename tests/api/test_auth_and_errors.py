@@ -144,7 +144,8 @@ def test_docs_page_serves_swagger_ui_from_the_service_itself(api):
         assert url.startswith("/"), f"{url} is not served by the service (closed networks)"
         asset = anonymous.get(url)
         assert asset.status_code == 200, url
-        assert len(asset.get_data()) > 1000, url
+        # Swagger UI's files are the real bundle, not stubs; the page's own start script is small.
+        assert len(asset.get_data()) > (1000 if "/api/docs/assets/" in url else 100), url
     assert "/api/openapi.json" in html
 
 
