@@ -9,7 +9,9 @@ import marshmallow as ma
 from flask import current_app
 from marshmallow import fields, validate
 
+from . import outbound
 from .engine import cron
+from .engine.executors import ENV_NAME, ENV_NAME_RULE, callable_refusal
 from .masking import mask_action, mask_notify
 from .models import CONCURRENCY_POLICIES, RUN_STATUSES, RUN_TRIGGERS, TASK_STATUSES
 
@@ -105,11 +107,30 @@ class StrictSchema(ma.Schema):
 StringMap = lambda **kw: fields.Dict(keys=Text(), values=Text(), **kw)  # noqa: E731
 
 
+def _refused(reason: str) -> ma.ValidationError:
+    """A guard rail's refusal (contract: "Guard rails for actions"), naming the setting or rule."""
+    return ma.ValidationError(f"Refused: {reason}.")
+
+
+def _check_url_reachable(url: str | None) -> None:
+    """A literal IP address in HTTP_ACTIONS_DENY_NETWORKS; a name is checked when it is resolved, at run time."""
+    reason = outbound.literal_refusal(url, current_app.config["HTTP_ACTIONS_DENY_NETWORKS"]) if url else None
+    if reason:
+        raise _refused(reason)
+
+
 class ShellActionSchema(StrictSchema):
     type = fields.String(required=True, validate=validate.Equal("shell"))
     command = Text(required=True, validate=validate.Length(min=1, max=65536))
     env = StringMap(load_default=dict)
     cwd = Text(load_default=None, allow_none=True, validate=validate.Length(min=1, max=4096))
+
+    @ma.validates("env")
+    def _check_env_names(self, value: dict[str, str], **kwargs: Any) -> None:
+        bad = [name for name in value if not ENV_NAME.match(name)]
+        if bad:
+            names = ", ".join(map(repr, bad))
+            raise ma.ValidationError(f"Not a valid variable name: {names} (names match {ENV_NAME_RULE}).")
 
 
 HTTP_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
@@ -131,6 +152,12 @@ class HttpActionSchema(StrictSchema):
     )
     body = fields.Raw(load_default=None, allow_none=True)
     expect_status = fields.Raw(load_default=None, allow_none=True)
+    # Absent means false; stored only when sent, so actions written before it read the same.
+    follow_redirects = fields.Boolean(metadata={"description": "follow 3xx responses, each hop checked; default false"})
+
+    @ma.validates("url")
+    def _check_url(self, value: str, **kwargs: Any) -> None:
+        _check_url_reachable(value)
 
     @ma.validates("expect_status")
     def _check_expect_status(self, value: Any, **kwargs: Any) -> None:
@@ -160,6 +187,12 @@ class PythonActionSchema(StrictSchema):
     )
     args = fields.List(fields.Raw(), load_default=list)
     kwargs = fields.Dict(keys=Text(), load_default=dict)
+
+    @ma.validates("callable")
+    def _check_module(self, value: str, **kwargs: Any) -> None:
+        reason = callable_refusal(value, current_app.config["PYTHON_ACTIONS_MODULES"])
+        if reason:
+            raise _refused(reason)
 
 
 ACTION_SCHEMAS: dict[str, type[ma.Schema]] = {
@@ -216,6 +249,10 @@ class NotifySchema(StrictSchema):
     )
     late_after_seconds = Count(minimum=1, load_default=None, allow_none=True)
     slow_after_seconds = Count(minimum=1, load_default=None, allow_none=True)
+
+    @ma.validates("url")
+    def _check_url(self, value: str | None, **kwargs: Any) -> None:
+        _check_url_reachable(value)
 
     @ma.post_load
     def _dedupe_events(self, data: dict[str, Any], **kwargs: Any) -> dict[str, Any]:

@@ -1,6 +1,7 @@
 """Settings from the environment (contract: "Configuration") and what create_app makes of them."""
 from __future__ import annotations
 
+import ipaddress
 import os
 import subprocess
 import sys
@@ -12,7 +13,7 @@ import sqlalchemy as sa
 
 import scheduler_service
 from scheduler_service import create_app
-from scheduler_service.config import SETTINGS, ConfigError, load_settings
+from scheduler_service.config import DEFAULT_FROM_SHELL, SETTINGS, ConfigError, load_settings
 from scheduler_service.extensions import db
 from scheduler_service.models import Run
 
@@ -38,6 +39,13 @@ DEFAULTS = {
     "RUN_RETENTION_PER_TASK": 10000,
     "LOG_FORMAT": "text",
     "SECRET_KEY": None,
+    "SESSION_COOKIE_SECURE": False,
+    # Settled by create_app once SHELL_ACTIONS_ENABLED is known (test_python_modules_default_follows_shell).
+    "PYTHON_ACTIONS_MODULES": DEFAULT_FROM_SHELL,
+    "HTTP_ACTIONS_DENY_NETWORKS": tuple(
+        ipaddress.ip_network(cidr) for cidr in ("169.254.0.0/16", "fe80::/10", "fd00:ec2::254/128")
+    ),
+    "SHELL_INHERIT_ENV": False,
 }
 
 # environment variable -> the Flask config key it sets
@@ -61,8 +69,12 @@ KEY = {
     "RUN_RETENTION_PER_TASK": "RUN_RETENTION_PER_TASK",
     "LOG_FORMAT": "LOG_FORMAT",
     "SECRET_KEY": "SECRET_KEY",
+    "SESSION_COOKIE_SECURE": "SESSION_COOKIE_SECURE",
+    "PYTHON_ACTIONS_MODULES": "PYTHON_ACTIONS_MODULES",
+    "HTTP_ACTIONS_DENY_NETWORKS": "HTTP_ACTIONS_DENY_NETWORKS",
+    "SHELL_INHERIT_ENV": "SHELL_INHERIT_ENV",
 }
-BOOLEANS = ["SCHEDULER_ENABLED", "SHELL_ACTIONS_ENABLED"]
+BOOLEANS = ["SCHEDULER_ENABLED", "SHELL_ACTIONS_ENABLED", "SESSION_COOKIE_SECURE", "SHELL_INHERIT_ENV"]
 
 
 def clean_environ(**values: str) -> dict[str, str]:
@@ -377,3 +389,37 @@ def test_flask_cli_with_a_bad_setting_prints_one_line_and_fails(tmp_path):
     assert "Traceback" not in result.stderr + result.stdout
     # nothing was migrated
     assert not (tmp_path / "bad.db").exists() or (tmp_path / "bad.db").stat().st_size == 0
+
+
+# --- guard rails --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shell, modules, expected", [
+    ("true", None, None),            # any module while shell actions are allowed
+    ("false", None, ()),             # none without shell actions: any callable can start a shell
+    ("false", "*", None),            # unless the operator says so
+    ("true", "myapp.jobs, reports", ("myapp.jobs", "reports")),
+])
+def test_python_modules_default_follows_shell(tmp_path, shell, modules, expected):
+    environ = {"SHELL_ACTIONS_ENABLED": shell, **({"PYTHON_ACTIONS_MODULES": modules} if modules else {})}
+    settings = load_settings(environ)
+    app = create_app({**settings, "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'x.db'}", "TESTING": True,
+                      "SCHEDULER_ENABLED": False})
+    assert app.config["PYTHON_ACTIONS_MODULES"] == expected
+
+
+@pytest.mark.parametrize("variable, raw", [
+    ("PYTHON_ACTIONS_MODULES", "my-app.jobs"),
+    ("PYTHON_ACTIONS_MODULES", "*,reports"),
+    ("HTTP_ACTIONS_DENY_NETWORKS", "169.254.0.0/16,not-a-network"),
+    ("HTTP_ACTIONS_DENY_NETWORKS", "10.0.0.0/33"),
+])
+def test_bad_guard_rail_settings_name_their_variable(variable, raw):
+    with pytest.raises(ConfigError) as error:
+        load_settings({variable: raw})
+    assert_one_line_naming(str(error.value), variable)
+
+
+def test_deny_networks_parse_both_families():
+    networks = load_settings({"HTTP_ACTIONS_DENY_NETWORKS": "10.0.0.0/8, fd00::/8"})["HTTP_ACTIONS_DENY_NETWORKS"]
+    assert networks == (ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("fd00::/8"))

@@ -31,7 +31,7 @@ INTEGER_FIELDS = (
 # The action keys each type's part of the form has an input for, named "<type>_<key>".
 ACTION_FORM_KEYS = {
     "shell": ("command", "env", "cwd"),
-    "http": ("url", "method", "headers", "body", "expect_status"),
+    "http": ("url", "method", "headers", "body", "expect_status", "follow_redirects"),
     "python": ("callable", "args", "kwargs"),
 }
 
@@ -76,6 +76,7 @@ def form_from_task(task: Task) -> dict[str, Any]:
             http_body="" if body is None else body if isinstance(body, str) else json.dumps(body, indent=2),
             http_body_format="text" if body is None or isinstance(body, str) else "json",
             http_expect_status=_status_text(action.get("expect_status")),
+            http_follow_redirects=bool(action.get("follow_redirects")),
         )
     elif kind == "python":
         values.update(
@@ -134,6 +135,8 @@ def _action_from_form(form: MultiDict, errors: FieldErrors) -> dict[str, Any]:
         action["headers"] = _pairs(form.get("http_headers", ""), ":", "http_headers", "Name: value", errors)
         action["body"] = _body(form, errors)
         action["expect_status"] = _expect_status(form.get("http_expect_status", ""), errors)
+        if "http_follow_redirects" in form:  # unticked: not stored, which means no redirects
+            action["follow_redirects"] = True
     elif kind == "python":
         action["callable"] = form.get("python_callable", "").strip()
         action["args"] = _json_field(form, "python_args", [], errors)

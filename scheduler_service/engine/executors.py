@@ -16,6 +16,13 @@ longer read, a python call gets ``TimeoutError`` raised inside it.
 Output is always the *tail*: the end of a log is where the error is, and memory
 must stay flat however much a command prints.
 
+The guard rails of the contract ("Guard rails for actions", :class:`GuardRails`) are
+applied here, at run time, whatever was accepted when the task was written: a python
+callable must come from PYTHON_ACTIONS_MODULES, an http request connects only outside
+HTTP_ACTIONS_DENY_NETWORKS (through ``outbound``, redirects followed only when the
+action asks), and a shell run sees PATH, HOME, LANG and its task's ``env``, not the
+service's secrets, unless SHELL_INHERIT_ENV.
+
 Python actions run in-process: the engine's pool workers call them themselves,
 under a ``Watchdog`` (watchdog.py); without one, a daemon thread calls them while
 the caller waits. They are functions of the deployment's own code (like
@@ -29,9 +36,11 @@ from __future__ import annotations
 
 import ctypes
 import importlib
+import inspect
 import logging
 import os
 import queue
+import re
 import select
 import signal
 import subprocess
@@ -39,6 +48,7 @@ import sys
 import threading
 import time
 import traceback
+import types
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
@@ -46,7 +56,9 @@ from typing import TYPE_CHECKING, Any
 
 import requests
 import urllib3
+from requests.adapters import DEFAULT_POOLSIZE
 
+from .. import outbound
 from .containment import RunCgroup, RunCgroups, jailed_command
 
 if TYPE_CHECKING:
@@ -85,6 +97,27 @@ class Outcome:
     interrupted: bool = False  # stopped by shutdown, not by its own doing
     # The call was given up on, and its outcome recorded then (Watchdog): drop this late one.
     abandoned: bool = False
+
+
+@dataclass(frozen=True)
+class GuardRails:
+    """The settings of the contract's "Guard rails for actions" that executors apply at run time.
+
+    The defaults are the contract's with shell actions enabled, for executors built
+    without an app (``EXECUTORS``); the engine passes its app's settings.
+    """
+
+    python_modules: tuple[str, ...] | None = None  # None: any module ("*")
+    deny_networks: tuple[outbound.Network, ...] = outbound.DEFAULT_DENY_NETWORKS
+    shell_inherit_env: bool = False
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> GuardRails:
+        return cls(
+            python_modules=config["PYTHON_ACTIONS_MODULES"],
+            deny_networks=tuple(config["HTTP_ACTIONS_DENY_NETWORKS"]),
+            shell_inherit_env=config["SHELL_INHERIT_ENV"],
+        )
 
 
 class OutputTail:
@@ -250,6 +283,9 @@ class Executor(ABC):
     ) -> Outcome:
         """Do the work; ``deadline`` is a ``time.monotonic()`` value or None."""
 
+    def close(self) -> None:
+        """Release what the executor keeps between runs (connection pools); it may still run after."""
+
 
 # --- shell -----------------------------------------------------------------------
 
@@ -313,6 +349,30 @@ def _dev_null() -> int:
         return _dev_null_fd
 
 
+# What a shell can hold as a variable name (POSIX); anything else Popen refuses, or the shell ignores.
+ENV_NAME_RULE = "[A-Za-z_][A-Za-z0-9_]*"
+ENV_NAME = re.compile(ENV_NAME_RULE + r"\Z")
+# What a shell run gets of the service's own environment unless SHELL_INHERIT_ENV.
+BASE_ENV = ("PATH", "HOME", "LANG")
+
+
+def env_refusal(env: Any) -> str | None:
+    """Why a task's ``env`` cannot be given to a shell, or None (a task stored before names were checked)."""
+    if env is None:
+        return None
+    if not isinstance(env, Mapping):
+        return "env must be an object of names and values"
+    for name in env:
+        if not isinstance(name, str) or not ENV_NAME.match(name):
+            return f"env name {name!r} does not match {ENV_NAME_RULE}"
+    return None
+
+
+def _start_error(exc: Exception) -> str:
+    # An OSError's own text names the file ("[Errno 2] No such file or directory: '/missing'").
+    return str(exc) if isinstance(exc, OSError) else _describe(exc)
+
+
 def _exit_message(code: int) -> str:
     if code >= 0:
         return f"exit code {code}"
@@ -332,18 +392,22 @@ class ShellExecutor(Executor):
     the command may fork.
     """
 
-    def __init__(self, cgroups: RunCgroups | None = None) -> None:
+    def __init__(self, cgroups: RunCgroups | None = None, *, inherit_env: bool = False) -> None:
         self.cgroups = cgroups
+        self.inherit_env = inherit_env
 
     def _run(
         self, action: Mapping[str, Any], deadline: float | None, output_limit: int, stop: threading.Event | None
     ) -> Outcome:
+        refusal = env_refusal(action.get("env"))
+        if refusal:
+            return Outcome(succeeded=False, message=f"refused: {refusal}")
         cgroup = None
         if self.cgroups is not None:
             try:
-                cgroup = self.cgroups.acquire()
-            except OSError as exc:
-                return Outcome(succeeded=False, message=f"cannot create the run's cgroup: {exc}")
+                cgroup = self.cgroups.acquire()  # a failed acquire removes what it made, descriptors included
+            except Exception as exc:
+                return Outcome(succeeded=False, message=f"cannot create the run's cgroup: {_start_error(exc)}")
         try:
             return self._run_contained(action, cgroup, deadline, output_limit, stop)
         finally:
@@ -359,30 +423,34 @@ class ShellExecutor(Executor):
         stop: threading.Event | None,
     ) -> Outcome:
         command = action["command"]
-        extra_env = action.get("env")
-        # None inherits this process's environment as it is, without copying os.environ in Python.
-        env = {**os.environ, **extra_env} if extra_env else None
+        argv = ["/bin/sh", "-c", command] if cgroup is None else jailed_command(cgroup, command)
+        env = self._environment(action.get("env"))
+        cwd = action.get("cwd") or None
+        # Everything that may fail before Popen is done above: from the pipe on, every path closes it.
+        tail = OutputTail(output_limit)
         # A pipe of our own rather than stdout=PIPE, and one /dev/null shared by every run:
         # Popen would open /dev/null and wrap the pipe in a file object each time, five more
         # system calls, and in a burst each one is a moment when the workers compete for the GIL.
         output, output_end = os.pipe()
         try:
             proc = subprocess.Popen(
-                ["/bin/sh", "-c", command] if cgroup is None else jailed_command(cgroup, command),
+                argv,
                 stdin=_dev_null(),
                 stdout=output_end,
                 stderr=subprocess.STDOUT,
                 env=env,
-                cwd=action.get("cwd") or None,
+                cwd=cwd,
                 start_new_session=True,  # own process group, so one killpg reaches every child
             )
-        except OSError as exc:  # e.g. cwd does not exist
+        except Exception as exc:  # OSError: no such cwd; ValueError: a NUL byte; TypeError: a value not a string
             os.close(output)
-            return Outcome(succeeded=False, message=f"cannot start command: {exc}")
+            return Outcome(succeeded=False, message=f"cannot start command: {_start_error(exc)}")
+        except BaseException:
+            os.close(output)
+            raise
         finally:
             os.close(output_end)  # the shell has its own copy: the pipe ends when its last writer exits
 
-        tail = OutputTail(output_limit)
         try:
             try:
                 reason, pipe_open = self._pump(proc, output, tail, deadline, stop)
@@ -413,6 +481,14 @@ class ShellExecutor(Executor):
             return Outcome(succeeded=True, output=tail.text(), exit_code=0)
         message = _exit_message(exit_code) if exit_code is not None else "did not exit after SIGKILL"
         return Outcome(succeeded=False, message=message, output=tail.text(), exit_code=exit_code)
+
+    def _environment(self, extra: Mapping[str, str] | None) -> dict[str, str] | None:
+        if self.inherit_env:
+            # None inherits this process's environment as it is, without copying os.environ in Python.
+            return {**os.environ, **extra} if extra else None
+        # The service's environment holds its own secrets (DATABASE_URL, SECRET_KEY): a run gets only these.
+        base = {name: os.environ[name] for name in BASE_ENV if name in os.environ}
+        return {**base, **extra} if extra else base
 
     @staticmethod
     def _pump(
@@ -513,7 +589,21 @@ class HttpExecutor(Executor):
     which ``requests``' per-read timeouts alone do not) and a shutdown is
     noticed at once. An abandoned helper stops at its next chunk or, at the
     latest, at its own socket timeout.
+
+    Every connection, each redirect hop's too, opens through ``outbound``, which refuses
+    addresses in ``deny_networks``. Redirects are followed only when the action says
+    ``"follow_redirects": true``. One session serves every run: its pools keep connections
+    alive between runs, and it keeps no cookies, so runs never see each other's.
     """
+
+    def __init__(
+        self, deny_networks: tuple[outbound.Network, ...] = outbound.DEFAULT_DENY_NETWORKS,
+        *, connections: int = DEFAULT_POOLSIZE,
+    ) -> None:
+        self.http = outbound.session(deny_networks, pool_maxsize=connections)
+
+    def close(self) -> None:
+        self.http.close()
 
     def _run(
         self, action: Mapping[str, Any], deadline: float | None, output_limit: int, stop: threading.Event | None
@@ -527,6 +617,7 @@ class HttpExecutor(Executor):
         elif body is not None:
             body_kwargs["data"] = str(body).encode("utf-8")
         matches, expected = _expected(action.get("expect_status"))
+        follow_redirects = action.get("follow_redirects") is True
 
         tail = OutputTail(output_limit)
         abandoned = threading.Event()
@@ -536,12 +627,13 @@ class HttpExecutor(Executor):
         def call() -> None:
             remaining = None if deadline is None else max(0.001, deadline - time.monotonic())
             try:
-                with requests.request(
+                with self.http.request(
                     method,
                     url,
                     headers=dict(action.get("headers") or {}),
                     timeout=remaining,
                     stream=True,
+                    allow_redirects=follow_redirects,
                     **body_kwargs,
                 ) as response:
                     status.append(response.status_code)
@@ -550,11 +642,12 @@ class HttpExecutor(Executor):
                             return
                         tail.write(chunk)
             except Exception as exc:
-                message = (
-                    _request_error_message(exc, url)
-                    if isinstance(exc, requests.RequestException)
-                    else _describe(exc)  # e.g. an invalid header value
-                )
+                if isinstance(exc, outbound.Refused):
+                    message = str(exc)  # says which rule, and which host and address
+                elif isinstance(exc, requests.RequestException):
+                    message = _request_error_message(exc, url)
+                else:
+                    message = _describe(exc)  # e.g. an invalid header value
                 result.append(Outcome(succeeded=False, message=message, http_status=status[0] if status else None))
                 return
             code = status[0]
@@ -619,12 +712,65 @@ def _install_capture() -> None:
                 setattr(sys, name, _ThreadRoutedStream(stream))
 
 
-def _resolve(reference: str) -> Callable[..., Any]:
-    """'pkg.module:attr.path' -> the object it names."""
+MODULES_SETTING = "PYTHON_ACTIONS_MODULES"
+
+
+class _NotAllowed(Exception):
+    """The callable is outside PYTHON_ACTIONS_MODULES; the message says how."""
+
+
+def module_allowed(module: str, allowed: tuple[str, ...] | None) -> bool:
+    """Whether ``module`` is under one of the prefixes ``allowed`` (None: any): 'a.b' allows 'a.b.c', not 'a.bc'."""
+    if allowed is None:
+        return True
+    return any(module == prefix or module.startswith(prefix + ".") for prefix in allowed)
+
+
+def _setting_text(allowed: tuple[str, ...]) -> str:
+    return f"{MODULES_SETTING} ({', '.join(allowed)})" if allowed else f"{MODULES_SETTING} (empty: no python actions)"
+
+
+def callable_refusal(reference: str, allowed: tuple[str, ...] | None) -> str | None:
+    """Why PYTHON_ACTIONS_MODULES does not let ``reference`` ('pkg.module:function') run, or None.
+
+    Judged on the name alone, so it needs no import (importing runs the module's code).
+    """
+    module = reference.partition(":")[0]
+    if module_allowed(module, allowed):
+        return None
+    return f"module '{module}' is not allowed by {_setting_text(allowed or ())}"
+
+
+def _origin_refusal(reference: str, target: Any, allowed: tuple[str, ...] | None) -> str | None:
+    """Why an object reached from an allowed module is still not allowed: it is another module
+    (``myapp.jobs:os.system``), or a function or class defined in one (``myapp.jobs:getoutput``
+    after ``from subprocess import getoutput``)."""
+    if allowed is None:
+        return None
+    if isinstance(target, types.ModuleType):
+        module: Any = target.__name__
+    elif inspect.isroutine(target) or inspect.isclass(target):
+        module = getattr(target, "__module__", None)
+    else:
+        return None  # an instance (a partial, a callable object) the allowed module made itself
+    if isinstance(module, str) and module_allowed(module, allowed):
+        return None
+    where = f"module '{module}'" if isinstance(module, str) else "an unknown module"
+    return f"{reference} comes from {where}, which is not allowed by {_setting_text(allowed)}"
+
+
+def _resolve(reference: str, allowed: tuple[str, ...] | None = None) -> Callable[..., Any]:
+    """'pkg.module:attr.path' -> the object it names; _NotAllowed if PYTHON_ACTIONS_MODULES refuses it."""
+    refusal = callable_refusal(reference, allowed)
+    if refusal:
+        raise _NotAllowed(refusal)
     module_name, _, attr_path = reference.partition(":")
     target: Any = importlib.import_module(module_name)
     for attr in attr_path.split("."):
         target = getattr(target, attr)
+        refusal = _origin_refusal(reference, target, allowed)
+        if refusal:
+            raise _NotAllowed(refusal)
     if not callable(target):
         raise TypeError(f"{type(target).__name__} object is not callable")
     return target
@@ -705,22 +851,27 @@ class _CallThread:
 class PythonExecutor(Executor):
     """Calls ``pkg.module:function(*args, **kwargs)``: with a ``watchdog``, in the calling
     thread (the engine's pool workers); without one, in a daemon thread of this process
-    (a ``_CallThread``) that the caller waits on.
+    (a ``_CallThread``) that the caller waits on. Only from ``modules`` (PYTHON_ACTIONS_MODULES;
+    None: any), checked before the import, since importing runs the module's code.
 
     Output is what the call prints to sys.stdout/sys.stderr from its own thread
     (not from threads it starts, nor writes to file descriptors), then
     ``-> repr(result)`` when the result is not None.
     """
 
-    def __init__(self, watchdog: Watchdog | None = None) -> None:
+    def __init__(self, watchdog: Watchdog | None = None, *, modules: tuple[str, ...] | None = None) -> None:
         self.watchdog = watchdog
+        self.modules = modules  # PYTHON_ACTIONS_MODULES: None allows any
 
     def _run(
         self, action: Mapping[str, Any], deadline: float | None, output_limit: int, stop: threading.Event | None
     ) -> Outcome:
         reference = action["callable"]
         try:
-            function = _resolve(reference)
+            function = _resolve(reference, self.modules)
+        except _NotAllowed as exc:
+            # Also a task written before the setting changed: what runs is decided now.
+            return Outcome(succeeded=False, message=f"refused: {exc}")
         except Exception as exc:
             return Outcome(succeeded=False, message=f"cannot import {reference!r}: {_describe(exc)}")
 
@@ -771,6 +922,7 @@ class PythonExecutor(Executor):
         return Outcome(succeeded=True, output=tail.text())
 
 
+# With the contract's defaults (GuardRails()): for callers without an app, such as tests.
 EXECUTORS: dict[str, Executor] = {
     "shell": ShellExecutor(),
     "http": HttpExecutor(),
@@ -778,10 +930,30 @@ EXECUTORS: dict[str, Executor] = {
 }
 
 
-def executors_with(cgroups: RunCgroups | None, watchdog: Watchdog | None = None) -> dict[str, Executor]:
-    """The executors of an engine whose shell runs get cgroups from ``cgroups`` (None: process groups only)
-    and whose python calls run in its workers under ``watchdog`` (None: in threads of their own)."""
-    return {**EXECUTORS, "shell": ShellExecutor(cgroups), "python": PythonExecutor(watchdog)}
+def executors_with(
+    cgroups: RunCgroups | None,
+    watchdog: Watchdog | None = None,
+    rails: GuardRails = GuardRails(),
+    *,
+    connections: int = DEFAULT_POOLSIZE,
+) -> dict[str, Executor]:
+    """The executors of an engine whose shell runs get cgroups from ``cgroups`` (None: process groups only),
+    whose python calls run in its workers under ``watchdog`` (None: in threads of their own), that apply
+    ``rails``, and that keep up to ``connections`` idle connections to each host (one per worker).
+
+    Its own instances, never those of EXECUTORS: the engine closes them when it stops.
+    """
+    return {
+        "shell": ShellExecutor(cgroups, inherit_env=rails.shell_inherit_env),
+        "http": HttpExecutor(rails.deny_networks, connections=connections),
+        "python": PythonExecutor(watchdog, modules=rails.python_modules),
+    }
+
+
+def close_executors(executors: Mapping[str, Executor]) -> None:
+    """Release what ``executors`` keep between runs (at an engine's shutdown)."""
+    for executor in executors.values():
+        executor.close()
 
 
 def execute_action(

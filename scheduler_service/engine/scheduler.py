@@ -32,7 +32,7 @@ from ..clock import utcnow
 from ..config import ConfigError
 from ..logcontext import log_context
 from .containment import RunCgroups
-from .executors import Outcome, abandoned_outcome, execute_action, executors_with
+from .executors import GuardRails, Outcome, abandoned_outcome, close_executors, execute_action, executors_with
 from .. import events
 from .tick import (
     ClaimedRun, FinishedRun, RunResult, SkippedSlot, TickReport, finish_runs, mark_tick, recover_lost_runs,
@@ -142,7 +142,8 @@ class Engine:
         self.shell_enabled: bool = config["SHELL_ACTIONS_ENABLED"]
         self.cgroups = _shell_cgroups(config, self.owner) if self.shell_enabled else None
         self.watchdog = Watchdog(on_abandon=self._abandon)
-        self.executors = executors_with(self.cgroups, self.watchdog)
+        self.executors = executors_with(self.cgroups, self.watchdog, GuardRails.from_config(config),
+                                        connections=self.max_workers)
         self._running_on: dict[int, tuple[ClaimedRun, datetime]] = {}  # worker thread ident -> its run
         self.pool = Workers(self.max_workers, self._execute, name="scheduler-run")
         self.timer = BackgroundScheduler(timezone=timezone.utc)
@@ -206,6 +207,7 @@ class Engine:
         self.pool.shutdown()
         self.watchdog.close()
         self._recorder.join(timeout=5)
+        close_executors(self.executors)
         if self.cgroups is not None:
             self.cgroups.close()
         log.info("scheduler %s stopped", self.owner)

@@ -9,7 +9,8 @@ The path of one alert:
 3. ``AlertSender`` (another thread) claims due rows with a conditional UPDATE (so
    several processes never send one alert at once), POSTs the JSON, signed, with a
    short timeout, and records the outcome: ``delivered``, or a retry after an
-   exponential backoff, or ``failed`` after ``MAX_ATTEMPTS``.
+   exponential backoff, or ``failed`` after ``MAX_ATTEMPTS``. The POST goes through
+   ``outbound`` (HTTP_ACTIONS_DENY_NETWORKS applies, after DNS) and follows no redirect.
 
 A sender that dies mid-delivery leaves its claim to expire (``CLAIM_LEASE_SECONDS``),
 then another sends it: a receiver may, after a crash, see one delivery id twice.
@@ -35,7 +36,7 @@ import sqlalchemy as sa
 from flask import Flask
 from sqlalchemy.exc import SQLAlchemyError
 
-from .. import events
+from .. import events, outbound
 from ..clock import utcnow
 from ..database import db
 from ..engine.tick import ClaimedRun, FinishedRun, SkippedSlot
@@ -461,12 +462,12 @@ def _where(url: str) -> str:
 
 
 class AlertSender:
-    """Claims due alerts and POSTs them; its own HTTP session and short timeouts."""
+    """Claims due alerts and POSTs them; its own HTTP session (through the deny list) and short timeouts."""
 
     def __init__(self, app: Flask, count_delivery: Callable[[str], None]) -> None:
         self.app = app
         self.count_delivery = count_delivery
-        self.http = requests.Session()
+        self.http = outbound.session(app.config["HTTP_ACTIONS_DENY_NETWORKS"])
         self.http.headers["User-Agent"] = USER_AGENT
 
     @property
@@ -566,6 +567,8 @@ class AlertSender:
                 allow_redirects=False, stream=True,
             ) as response:
                 status = response.status_code
+        except outbound.Refused as exc:
+            return DeliveryResult(False, str(exc))  # names the host and the rule, never the URL's path
         except requests.RequestException as exc:
             return DeliveryResult(False, _describe_error(exc))
         if 200 <= status < 300:

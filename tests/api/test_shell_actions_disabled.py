@@ -9,7 +9,9 @@ from scheduler_service.models import Task
 
 @pytest.fixture
 def app_config():
-    return {"SHELL_ACTIONS_ENABLED": False}
+    # With shell actions off, python actions default to none at all (any callable can start a
+    # shell); this deployment names the module its python actions come from.
+    return {"SHELL_ACTIONS_ENABLED": False, "PYTHON_ACTIONS_MODULES": ("pkg",)}
 
 
 def test_shell_actions_are_refused_when_disabled(app, client):
@@ -25,7 +27,7 @@ def test_shell_actions_are_refused_when_disabled(app, client):
     failures.assert_none()
     assert count_rows(app, Task) == 0
 
-    # Other action types are accepted as usual.
+    # Other action types are accepted as usual (python ones from PYTHON_ACTIONS_MODULES).
     http = make_task(client, action={"type": "http", "url": "http://example.com/"})
     python = make_task(client, action={"type": "python", "callable": "pkg.mod:func"})
     assert (http["action"]["type"], python["action"]["type"]) == ("http", "python")

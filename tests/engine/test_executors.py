@@ -182,9 +182,12 @@ def test_shell_env_cwd_and_merged_stderr(tmp_path: Path) -> None:
     assert outcome.output == f"hi there\n{tmp_path.resolve()}\noops\n"
 
 
-def test_shell_inherits_the_service_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_shell_inherits_the_service_environment_only_when_told(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The contract's default (SHELL_INHERIT_ENV=false): PATH, HOME and LANG only.
     monkeypatch.setenv("FROM_SERVICE", "inherited")
-    outcome = run({"type": "shell", "command": 'echo "$FROM_SERVICE"'})
+    action = {"type": "shell", "command": 'echo "$FROM_SERVICE"'}
+    assert run(action).output == "\n"
+    outcome = ShellExecutor(inherit_env=True).execute(action, timeout=10, output_limit=LIMIT)
     assert outcome.output == "inherited\n"
 
 

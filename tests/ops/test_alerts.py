@@ -12,10 +12,12 @@ from ops_helpers import WEBHOOK_SECRET, Webhook, free_port
 from scheduler_service.config import ConfigError, load_settings
 from scheduler_service.engine.tick import FinishedRun
 from scheduler_service.extensions import db
+from scheduler_service.masking import mask_url
 from scheduler_service.ops.alerts import (
     DELIVERY_HEADER, EVENT_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, AlertSender, Target, backoff_seconds,
     AlertIntake, finished_events, signature, target_for, verify_signature,
 )
+from scheduler_service.models import Task
 from scheduler_service.ops.models import Alert
 
 FAIL = {"type": "shell", "command": "echo broken >&2; exit 3"}
@@ -41,7 +43,8 @@ def assert_signed(item: dict) -> None:
 def test_a_failure_after_the_last_retry_is_posted_signed_and_recorded(app, client, engine, make_task, webhook,
                                                                       wait_until):
     task = make_task(action=FAIL, max_retries=0, notify={"url": webhook.url, "events": ["failure"]})
-    assert task["notify"] == {"url": webhook.url, "events": ["failure"], "late_after_seconds": None,
+    # The webhook's path is write-only (it is the credential of Slack-style hooks).
+    assert task["notify"] == {"url": mask_url(webhook.url), "events": ["failure"], "late_after_seconds": None,
                               "slow_after_seconds": None}
     run = client.post(f"/api/tasks/{task['id']}/run/").get_json()
 
@@ -60,7 +63,7 @@ def test_a_failure_after_the_last_retry_is_posted_signed_and_recorded(app, clien
     [alert] = recorded
     assert alert["id"] == body["id"] == int(item["headers"][DELIVERY_HEADER])
     assert alert["event"] == "failure" and alert["task_id"] == task["id"] and alert["attempts"] == 1
-    assert alert["url"] == webhook.url and alert["delivered_at"] is not None and alert["last_error"] == ""
+    assert alert["url"] == mask_url(webhook.url) and alert["delivered_at"] is not None and alert["last_error"] == ""
     assert alert["payload"]["run"]["id"] == run["id"]
     assert alerts(client, event="failure", task_id=task["id"], status="delivered") == recorded
     assert alerts(client, event="success") == [] and alerts(client, status="pending") == []
@@ -315,7 +318,9 @@ def test_notify_is_stored_changed_and_cleared(app, client, make_task):
     changed = client.patch(f"/api/tasks/{task['id']}/", json={"notify": {"url": "http://hooks.internal:8080/x"}})
     assert changed.get_json()["notify"]["events"] == ["failure", "recovered", "missed"]  # replaced whole
     kept = client.patch(f"/api/tasks/{task['id']}/", json={"description": "d"}).get_json()
-    assert kept["notify"]["url"] == "http://hooks.internal:8080/x"
+    assert kept["notify"]["url"] == "http://hooks.internal:8080/***"  # the path is write-only
+    with app.app_context():
+        assert db.session.get(Task, task["id"]).notify["url"] == "http://hooks.internal:8080/x"
     cleared = client.patch(f"/api/tasks/{task['id']}/", json={"notify": None}).get_json()
     assert cleared["notify"] is None
     assert "notify" in client.get("/api/openapi.json").get_json()["components"]["schemas"]["Task"]["properties"]

@@ -1,4 +1,5 @@
-"""Changes made in the admin are recorded as the logged-in admin's, and the task page shows its history."""
+"""Governance in the admin: changes recorded as the logged-in admin's, the task page's history, secrets
+masked in the forms, and the http action's follow_redirects kept by an edit."""
 from __future__ import annotations
 
 import re
@@ -37,3 +38,13 @@ def test_the_edit_form_shows_secrets_masked(web):
     task_id = _create(web, "deploy", shell_env="API_KEY=abc123secret")
     html = web.get(f"/admin/tasks/{task_id}/edit").get_data(as_text=True)
     assert "abc123secret" not in html and "API_KEY=***" in html
+
+
+def test_follow_redirects_survives_the_edit_form(web, client):
+    task_id = _create(web, "hook", action_type="http", http_url="http://example.com/x", http_follow_redirects="on")
+    assert client.get(f"/api/tasks/{task_id}/").get_json()["action"]["follow_redirects"] is True
+    html = web.get(f"/admin/tasks/{task_id}/edit").get_data(as_text=True)
+    assert re.search(r'name="http_follow_redirects" checked', html)
+    edit = task_form("hook", csrf_of(web), action_type="http", http_url="http://example.com/x")
+    assert web.post(f"/admin/tasks/{task_id}/edit", data=edit).status_code == 302
+    assert "follow_redirects" not in client.get(f"/api/tasks/{task_id}/").get_json()["action"]
