@@ -6,8 +6,9 @@ run says which parent stopped it.
 """
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Literal
 
 
@@ -46,6 +47,7 @@ def find_cycle(task_id: int, new_parents: Iterable[int], parents_of: Mapping[int
 class ParentState:
     name: str
     status: str  # the parent task's status: pending, running, success, failed, retrying
+    id: int | None = None
 
 
 Decision = Literal["run", "wait", "skip"]
@@ -53,10 +55,12 @@ Decision = Literal["run", "wait", "skip"]
 
 @dataclass(frozen=True)
 class GateStatus:
-    """The gate's answer for one child slot, with the reason a person reads in the log."""
+    """The gate's answer for one child slot, with the reason a person reads in the log
+    and the parent that decided it (None when it runs)."""
 
     decision: Decision
     reason: str = ""
+    parent: ParentState | None = None
 
 
 def gate(parents: Iterable[ParentState]) -> GateStatus:
@@ -68,10 +72,26 @@ def gate(parents: Iterable[ParentState]) -> GateStatus:
     parents = list(parents)
     busy = [p for p in parents if p.status in ("running", "retrying")]
     if busy:
-        return GateStatus("wait", f"parent '{busy[0].name}' is {busy[0].status}")
+        return GateStatus("wait", f"parent '{busy[0].name}' is {busy[0].status}", busy[0])
     for parent in parents:
         if parent.status == "failed":
-            return GateStatus("skip", f"parent '{parent.name}' failed")
+            return GateStatus("skip", f"parent '{parent.name}' failed", parent)
         if parent.status == "pending":
-            return GateStatus("skip", f"parent '{parent.name}' has never run")
+            return GateStatus("skip", f"parent '{parent.name}' has never run", parent)
     return GateStatus("run")
+
+
+@dataclass(frozen=True)
+class ParentOutcome:
+    """What a dependency-only child needs to know of one parent: its status and its latest success."""
+
+    status: str
+    last_success_at: datetime | None
+
+
+def due_after_parents(parents: Sequence[ParentOutcome], child_last_run: datetime | None) -> bool:
+    """Whether a task with parents and no cron expression is due: every parent's latest run
+    succeeded, and each of them has succeeded since the child last ran."""
+    if not parents or any(parent.status != "success" or parent.last_success_at is None for parent in parents):
+        return False
+    return child_last_run is None or all(parent.last_success_at > child_last_run for parent in parents)

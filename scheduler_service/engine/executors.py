@@ -59,6 +59,7 @@ import urllib3
 from requests.adapters import DEFAULT_POOLSIZE
 
 from .. import outbound
+from .records import Outcome
 from .containment import RunCgroup, RunCgroups, jailed_command
 
 if TYPE_CHECKING:
@@ -83,20 +84,6 @@ _MAX_MESSAGE = 500
 # turns this placeholder into "timed out after 5s".
 _TIMED_OUT = "timed out"
 _STOPPED = "stopped by shutdown"
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """What one execution of an action produced."""
-
-    succeeded: bool
-    message: str = ""  # one line; "" on success
-    output: str = ""  # the tail of the output, at most output_limit bytes as UTF-8
-    exit_code: int | None = None  # shell only; negative = killed by that signal
-    http_status: int | None = None  # http only
-    interrupted: bool = False  # stopped by shutdown, not by its own doing
-    # The call was given up on, and its outcome recorded then (Watchdog): drop this late one.
-    abandoned: bool = False
 
 
 @dataclass(frozen=True)

@@ -1,17 +1,17 @@
-"""The Flask extension that owns the APScheduler BackgroundScheduler and its lifecycle.
+"""The engine of one process and the Flask extension that owns it.
 
-APScheduler is the timer only: it runs our tick job, which reads and claims due
-work from our own tables (APScheduler's job stores cannot be shared between
-processes). The tick wakes at the earliest due time, at least every
-SCHEDULER_TICK_SECONDS, and at once when this process changes or finishes work.
+APScheduler is the timer only: its thread runs our tick job (tick.py claims due work
+from our own tables: APScheduler's job stores cannot be shared between processes) and
+the heartbeat job (leases.py). The tick wakes at the earliest due time, at least every
+SCHEDULER_TICK_SECONDS, and at once when this process changes or finishes work. The
+``Engine`` wires the threads together: timer, workers (workers.py), recorder
+(recorder.py), watchdog; this module runs on the timer thread and the workers.
 """
 from __future__ import annotations
 
 import atexit
-import collections
 import logging
 import os
-import queue
 import signal
 import socket
 import threading
@@ -31,91 +31,24 @@ from werkzeug.serving import is_running_from_reloader
 from ..clock import utcnow
 from ..config import ConfigError
 from ..logcontext import log_context
-from .containment import RunCgroups
-from .executors import GuardRails, Outcome, abandoned_outcome, close_executors, execute_action, executors_with
 from .. import events
-from .tick import (
-    ClaimedRun, FinishedRun, RunResult, SkippedSlot, TickReport, finish_runs, mark_tick, recover_lost_runs,
-    renew_leases, tick,
-)
+from .claim_window import ClaimWindow
+from .containment import RunCgroups
+from .executors import GuardRails, abandoned_outcome, close_executors, execute_action, executors_with
+from .records import ClaimedRun, FinishedRun, Outcome, RunResult, SkippedSlot
+from .recorder import RECORD_BATCH, Recorder
+from .leases import recover_lost_runs, renew_leases
+from .tick import TickReport, mark_tick, tick
 from .watchdog import Watchdog
+from .workers import Workers
 
 log = logging.getLogger(__name__)
 
 # While a dependency gate waits, look again soon: its parent may finish in another process.
 WAITING_RECHECK_SECONDS = 1.0
 BACKLOG_RECHECK_SECONDS = 0.02
-RECORD_RETRY_SECONDS = (0.5, 1, 2, 4, 8, 15, 30)
-# Outcomes recorded in one transaction at most.
-RECORD_BATCH = 256
-# While runs keep finishing, the recorder waits for the next outcome up to RECORD_GAP_SECONDS,
-# and fills a batch for RECORD_LINGER_SECONDS at most.
-RECORD_GAP_SECONDS = 0.003
-RECORD_LINGER_SECONDS = 0.020
 # The tick time shown in /api/stats is written at most this often (it is one more commit).
 MARK_TICK_SECONDS = 1.0
-# Claim ahead of the workers by as many runs as they finished in this long: a burst of short
-# runs then takes a few full ticks and batches instead of one per worker's worth, while a
-# claimed run still waits about this long at most for a worker of this process (not hoarded
-# when another process could start it). Runs that take longer keep the floor of 2 x workers.
-CLAIM_AHEAD_SECONDS = 0.25
-
-
-class Workers:
-    """A fixed set of threads that execute claimed runs in the order given.
-
-    Lighter than a ThreadPoolExecutor, which made a Future (and its lock) per run that
-    nothing waited on: outcomes go to the recorder's queue instead.
-    """
-
-    _DONE = object()
-
-    def __init__(self, count: int, work: Callable[[ClaimedRun], None], name: str) -> None:
-        self._work = work
-        self._name = name
-        self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
-        self._closed = False
-        self._count = count
-        self._threads = [self._new_thread(index) for index in range(count)]
-        self._retired: set[int] = set()  # idents of threads stuck in a call, replaced by others
-
-    def _new_thread(self, index: int) -> threading.Thread:
-        return threading.Thread(target=self._serve, name=f"{self._name}-{index}", daemon=True)
-
-    def start(self) -> None:
-        for thread in self._threads:
-            thread.start()
-
-    def replace(self, ident: int) -> None:
-        """Start a thread in place of the one with ``ident``, stuck in a call; that one ends when it returns."""
-        self._retired.add(ident)
-        if self._closed:
-            return  # no more work comes: the others take the last queued runs
-        thread = self._new_thread(len(self._threads))
-        self._threads.append(thread)
-        thread.start()
-
-    def submit(self, claimed: ClaimedRun) -> None:
-        if self._closed:
-            raise RuntimeError("the workers are shut down")
-        self._queue.put(claimed)
-
-    def shutdown(self) -> None:
-        """Let the workers finish what is queued (stopped runs end at once), then end."""
-        self._closed = True
-        for _ in range(self._count):
-            self._queue.put(self._DONE)
-
-    def _serve(self) -> None:
-        while (claimed := self._queue.get()) is not self._DONE:
-            try:
-                self._work(claimed)
-            except BaseException:  # _work records every outcome itself; nothing may end a worker
-                log.exception("a worker failed")
-            if threading.get_ident() in self._retired:
-                # Its replacement serves now; forget the ident, which a new thread may get.
-                self._retired.discard(threading.get_ident())
-                return
 
 
 class Engine:
@@ -132,10 +65,7 @@ class Engine:
         self.clock = clock
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.max_workers: int = config["SCHEDULER_MAX_WORKERS"]
-        # Claim at least a little ahead of the workers so that they never wait for a tick.
-        self.min_claimed: int = 2 * self.max_workers
-        self.max_claimed: int = self.max_workers + RECORD_BATCH
-        self._recorded: collections.deque[tuple[float, int]] = collections.deque()  # (when, how many)
+        self.window = ClaimWindow(self.max_workers, RECORD_BATCH)
         self.tick_seconds: float = config["SCHEDULER_TICK_SECONDS"]
         self.lease_seconds: float = config["RUN_LEASE_SECONDS"]
         self.output_limit: int = config["RUN_OUTPUT_LIMIT_BYTES"]
@@ -154,14 +84,12 @@ class Engine:
         self._wake_requested = threading.Event()
         self._ticking = threading.Event()
         self._tick_lock = threading.Lock()
-        self._results: queue.Queue[RunResult] = queue.Queue()
-        self._recorder = threading.Thread(target=self._record_loop, name="scheduler-recorder", daemon=True)
-        self._recorder_done = threading.Event()
         self._last_mark = 0.0
         # One writer at a time within this process: SQLite lets one transaction write,
         # and a second writer waits in its busy handler, which sleeps in steps of up
         # to 100 ms. Taking turns here costs nothing on PostgreSQL.
         self._db_lock = threading.Lock()
+        self.recorder = Recorder(app, self.owner, self._db_lock, self.in_flight_count, self._recorded)
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -176,7 +104,7 @@ class Engine:
             next_run_time=now, max_instances=1, coalesce=True, misfire_grace_time=None,
         )
         self.pool.start()
-        self._recorder.start()
+        self.recorder.start()
         self.timer.start()
         log.info("scheduler started as %s (%d workers)", self.owner, self.max_workers)
         if self.cgroups is not None:
@@ -201,12 +129,12 @@ class Engine:
             time.sleep(0.05)
         if self.in_flight_count():
             log.error("%d runs did not record their outcome; lease recovery will finish them", self.in_flight_count())
-        self._recorder_done.set()
+        self.recorder.stop_when_empty()
         self.timer.shutdown(wait=False)
         # A queued run sees the stop event at once and records itself as stopped.
         self.pool.shutdown()
         self.watchdog.close()
-        self._recorder.join(timeout=5)
+        self.recorder.join(timeout=5)
         close_executors(self.executors)
         if self.cgroups is not None:
             self.cgroups.close()
@@ -227,26 +155,11 @@ class Engine:
             return len(self._in_flight)
 
     def claim_window(self) -> int:
-        """How many runs this process may hold claimed: its workers plus what they finished in
-        the last CLAIM_AHEAD_SECONDS, at least 2 x workers and at most workers + RECORD_BATCH."""
-        horizon = time.monotonic() - CLAIM_AHEAD_SECONDS
-        with self._lock:
-            while self._recorded and self._recorded[0][0] < horizon:
-                self._recorded.popleft()
-            recent = sum(count for _, count in self._recorded)
-        return min(max(self.max_workers + recent, self.min_claimed), self.max_claimed)
+        """How many runs this process may hold claimed now (ClaimWindow)."""
+        return self.window.size()
 
     def _room_to_claim(self) -> bool:
-        """Whether at least half the claim window is free: only then does a recorded batch call for a tick.
-
-        In a burst a tick costs about 3 ms of GIL time before it claims its first run; a tick
-        after every recorded batch claimed ~40 runs (W1 shell), one at half the window ~150.
-        Nothing due waits long for it: with less than half free, either the workers are all
-        busy (the window's floor is 2 x workers), or the window is that wide because about
-        as many runs finished in the last CLAIM_AHEAD_SECONDS, and half of it drains in half that.
-        """
-        window = self.claim_window()
-        return window - self.in_flight_count() >= window // 2
+        return self.window.has_room(self.in_flight_count())
 
     def _remove_job(self, job_id: str) -> None:
         try:
@@ -369,7 +282,7 @@ class Engine:
             outcome = Outcome(succeeded=False, message=f"internal error: {exc!r}")
         del self._running_on[worker]
         if not outcome.abandoned:  # else _abandon recorded the run long ago
-            self._results.put(RunResult(claimed.run_id, outcome, started_at, self.clock()))
+            self.recorder.put(RunResult(claimed.run_id, outcome, started_at, self.clock()))
 
     def _abandon(self, worker: int, reason: str, output: str) -> None:
         """The watchdog gave up on the python call that ``worker`` runs: record the run, replace the worker."""
@@ -377,7 +290,7 @@ class Engine:
         log.warning("python action %s still runs after TimeoutError (blocked in C code, or it caught the"
                     " exception); its run is failed and its worker replaced", claimed.action.get("callable"))
         outcome = abandoned_outcome(reason, claimed.timeout_seconds, output, self.output_limit)
-        self._results.put(RunResult(claimed.run_id, outcome, started_at, self.clock()))
+        self.recorder.put(RunResult(claimed.run_id, outcome, started_at, self.clock()))
         self.pool.replace(worker)
 
     def _perform(self, claimed: ClaimedRun, stop: threading.Event) -> Outcome:
@@ -388,66 +301,14 @@ class Engine:
             executors=self.executors,
         )
 
-    def _record_loop(self) -> None:
-        """Record finished runs in batches until shutdown."""
-        while not (self._recorder_done.is_set() and self._results.empty()):
-            try:
-                batch = [self._results.get(timeout=0.2)]
-            except queue.Empty:
-                continue
-            self._fill(batch)
-            finished = self._record(batch)
-            with self._lock:
-                self._in_flight.difference_update(result.run_id for result in batch)
-                self._recorded.append((time.monotonic(), len(batch)))
-            self._announce(finished, [])
-            if self._room_to_claim():
-                self.wake()  # workers are free, and retries or dependent runs may be due
-
-    def _fill(self, batch: list[RunResult]) -> None:
-        """Add what else is queued; while runs keep finishing, wait a moment for the next one.
-
-        A batch's transaction costs about as much as recording twenty runs, so in a burst
-        fuller batches mean less work per run (W1 shell: 37 runs a batch with a fixed 3 ms
-        wait, 50 with this one). A lone run, or one among slow ones, waits 3 ms at most.
-        """
-        give_up = time.monotonic() + RECORD_LINGER_SECONDS
-        while len(batch) < RECORD_BATCH:
-            try:
-                batch.append(self._results.get_nowait())
-                continue
-            except queue.Empty:
-                pass
-            remaining = give_up - time.monotonic()
-            if remaining <= 0 or self.in_flight_count() <= len(batch):
-                return
-            try:
-                batch.append(self._results.get(timeout=min(RECORD_GAP_SECONDS, remaining)))
-            except queue.Empty:
-                return
-
-    def _record(self, batch: list[RunResult]) -> list[FinishedRun]:
-        """Record a batch, retrying while the database is unreachable.
-
-        If it stays unreachable past the retries, the runs keep stale leases and
-        lease recovery (here or elsewhere) finishes them as lost and retries them.
-        """
-        for delay in (*RECORD_RETRY_SECONDS, None):
-            try:
-                with self._db_lock, self.app.app_context():
-                    finished = finish_runs(batch, owner=self.owner)
-            except SQLAlchemyError as exc:
-                if delay is None:
-                    log.error("could not record %d outcomes: %s", len(batch), exc.__class__.__name__)
-                    return []
-                log.warning("recording %d outcomes failed (%s); again in %ss", len(batch), exc.__class__.__name__, delay)
-                time.sleep(delay)
-                continue
-            if len(finished) < len(batch):
-                log.warning("%d runs were taken over (lease lost); their outcomes are dropped",
-                            len(batch) - len(finished))
-            return finished
-        return []
+    def _recorded(self, batch: list[RunResult], finished: list[FinishedRun]) -> None:
+        """The recorder wrote ``batch`` (``finished`` is what it recorded): stop renewing their leases, tell."""
+        with self._lock:
+            self._in_flight.difference_update(result.run_id for result in batch)
+        self.window.note_recorded(len(batch))
+        self._announce(finished, [])
+        if self._room_to_claim():
+            self.wake()  # workers are free, and retries or dependent runs may be due
 
 
 def _shell_cgroups(config, owner: str) -> RunCgroups | None:

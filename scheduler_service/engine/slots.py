@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from . import cron
+from .active_runs import has_active_run
 from .dependencies import ParentState, gate
 
 ONE_MICROSECOND = timedelta(microseconds=1)
@@ -29,14 +30,14 @@ class DueTask:
 
     @property
     def is_active(self) -> bool:
-        """A run is pending or running, or a retry is waiting."""
-        return self.active_runs > 0 or self.status == "retrying"
+        return has_active_run(self.active_runs, self.status)
 
 
 @dataclass(frozen=True)
 class Skip:
     slot: datetime
     message: str
+    parent: ParentState | None = None  # the parent that stopped the slot, if one did
 
 
 @dataclass(frozen=True)
@@ -82,12 +83,12 @@ def plan_slot(task: DueTask, parents: Sequence[ParentState], now: datetime) -> S
 
     if now - latest > grace:
         if decision is not None and decision.decision == "wait":
-            message = f"{decision.reason} past the misfire grace"
+            skip = Skip(due, f"{decision.reason} past the misfire grace", decision.parent)
         else:
             # Every slot since `due` was missed by more than the grace: one row for the episode.
             span = f"{_fmt(due)}" if latest == due else f"{_fmt(due)} to {_fmt(latest)}"
-            message = f"missed slot {span}: more than {task.misfire_grace_seconds}s late"
-        return SlotPlan(skips=(Skip(due, message),), next_run_at=next_slot)
+            skip = Skip(due, f"missed slot {span}: more than {task.misfire_grace_seconds}s late")
+        return SlotPlan(skips=(skip,), next_run_at=next_slot)
 
     skips: tuple[Skip, ...] = ()
     if latest > due and now - due > grace:
@@ -97,7 +98,7 @@ def plan_slot(task: DueTask, parents: Sequence[ParentState], now: datetime) -> S
     if decision is not None and decision.decision == "wait":
         return SlotPlan(wait=True, wait_reason=decision.reason)
     if decision is not None and decision.decision == "skip":
-        return SlotPlan(skips=skips + (Skip(latest, decision.reason),), next_run_at=next_slot)
+        return SlotPlan(skips=skips + (Skip(latest, decision.reason, decision.parent),), next_run_at=next_slot)
 
     if forbid_active:
         return SlotPlan(skips=skips + (Skip(latest, "previous run still active (concurrency_policy forbid)"),),

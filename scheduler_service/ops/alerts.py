@@ -39,7 +39,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from .. import events, outbound
 from ..clock import utcnow
 from ..database import db
-from ..engine.tick import ClaimedRun, FinishedRun, SkippedSlot
+from ..engine.records import ClaimedRun, FinishedRun, SkippedSlot
 from ..models import Run, Task, task_dependencies
 from ..schemas import DEFAULT_NOTIFY_EVENTS
 from ..logcontext import log_context

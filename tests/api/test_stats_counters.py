@@ -12,8 +12,10 @@ import sqlalchemy as sa
 
 from api_helpers import add_run, describe, make_task, set_task
 from scheduler_service import run_counts
-from scheduler_service.engine.executors import Outcome
-from scheduler_service.engine.tick import RunResult, finish_runs, recover_lost_runs, tick
+from scheduler_service.engine.records import Outcome, RunResult
+from scheduler_service.engine.leases import recover_lost_runs
+from scheduler_service.engine.recording import finish_runs
+from scheduler_service.engine.tick import tick
 from scheduler_service.extensions import db
 from scheduler_service.models import RUN_STATUSES, TASK_STATUSES, Run, SchedulerState, Task, TaskRunCounts
 from scheduler_service.ops import retention

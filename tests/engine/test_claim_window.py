@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 
 from scheduler_service.clock import utcnow
-from scheduler_service.engine.scheduler import RECORD_BATCH
+from scheduler_service.engine.recorder import RECORD_BATCH
 from scheduler_service.extensions import db, scheduler
 from scheduler_service.models import Run, Task
 

@@ -5,8 +5,10 @@ from datetime import datetime, timedelta, timezone
 
 import sqlalchemy as sa
 
-from scheduler_service.engine.executors import Outcome
-from scheduler_service.engine.tick import RunResult, finish_run, finish_runs, recover_lost_runs, tick
+from scheduler_service.engine.records import Outcome, RunResult
+from scheduler_service.engine.leases import recover_lost_runs
+from scheduler_service.engine.recording import finish_run, finish_runs
+from scheduler_service.engine.tick import tick
 from scheduler_service.extensions import db
 from scheduler_service.models import Run, Task
 from statements import counted_statements
@@ -243,3 +245,20 @@ def test_tasks_waiting_at_the_head_of_the_due_order_do_not_hold_back_later_ones(
 
     assert [c.task_id for c in report.claimed] == [later]
     assert report.waiting == 160
+
+
+def test_a_slot_skipped_for_a_failed_parent_names_that_parent_as_a_fact(app):
+    """Alerts read the parent from the skipped slot itself, never from its message."""
+    now = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+    parent = add_task(app, name="extract", status="failed")
+    other = add_task(app, name="other", status="success")
+    with app.app_context():
+        child = Task(name="load", cron_expression="* * * * *", timezone="UTC", enabled=True, next_run_at=now,
+                     action={"type": "shell", "command": "true"})
+        child.parents = [db.session.get(Task, other), db.session.get(Task, parent)]
+        db.session.add(child)
+        db.session.commit()
+        child_id = child.id
+    report = run_tick(app, now)
+    [skip] = [skip for skip in report.skips if skip.task_id == child_id]
+    assert (skip.parent_id, skip.parent_status, skip.message) == (parent, "failed", "parent 'extract' failed")

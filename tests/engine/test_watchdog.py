@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from scheduler_service.engine.executors import Outcome, PythonExecutor
+from scheduler_service.engine.executors import PythonExecutor
+from scheduler_service.engine.records import Outcome
 from scheduler_service.engine.watchdog import Watchdog
 
 LIMIT = 64 * 1024

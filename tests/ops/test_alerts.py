@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 from ops_helpers import WEBHOOK_SECRET, Webhook, free_port
 from scheduler_service.config import ConfigError, load_settings
-from scheduler_service.engine.tick import FinishedRun
+from scheduler_service.engine.records import FinishedRun
 from scheduler_service.extensions import db
 from scheduler_service.masking import mask_url
 from scheduler_service.ops.alerts import (
