@@ -2,27 +2,45 @@
 
 flask-smorest's handler turns every ``HTTPException`` (``abort(404, message=...)``,
 webargs validation errors, Flask's own 404/405/413) into that shape; this
-module adds the cases it does not see and the helpers views use.
+module adds the cases it does not see: the services' refusals (refusals.py) and integrity
+errors. It is the only place a refusal becomes HTTP.
 """
 from __future__ import annotations
 
 import io
 import logging
-from typing import NoReturn
 
 from flask import Flask, request
-from flask_smorest import Api, abort
+from flask_smorest import Api
 from sqlalchemy.exc import IntegrityError
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, RequestEntityTooLarge
+from werkzeug.http import HTTP_STATUS_CODES
+
+from .refusals import Conflict, Invalid, NotFound, Refused
 
 log = logging.getLogger(__name__)
 
 _READ_SIZE = 65536
 
+# A refusal answers with the status of the first class it is an instance of.
+_REFUSAL_STATUSES: tuple[tuple[type[Refused], int], ...] = (
+    (NotFound, 404),
+    (Conflict, 409),
+    (Invalid, 422),
+    (Refused, 422),
+)
 
-def abort_invalid(field: str, message: str, location: str = "json") -> NoReturn:
-    """Answer 422 naming ``field``, in the shape webargs gives schema errors."""
-    abort(422, errors={location: {field: [message]}})
+
+def _refused(error: Refused):
+    """A service's refusal in the shape flask-smorest gives ``abort(code, message=..., errors=...)``."""
+    code = next(code for refusal, code in _REFUSAL_STATUSES if isinstance(error, refusal))
+    body: dict = {"code": code, "status": HTTP_STATUS_CODES[code]}
+    if error.message is not None:
+        body["message"] = error.message
+    if error.fields:
+        # Under where the fields were given ("json", "query"), as webargs puts schema errors.
+        body["errors"] = {error.location: error.fields}
+    return body, code
 
 
 def _integrity_error(error: IntegrityError):
@@ -85,6 +103,7 @@ class ApiWithHeaders(Api):
 
 def register_error_handlers(app: Flask) -> None:
     app.before_request(reject_oversized_bodies)
+    app.register_error_handler(Refused, _refused)
     app.register_error_handler(IntegrityError, _integrity_error)
     if not app.testing:
         # Under test, let an unexpected error propagate so it fails loudly.

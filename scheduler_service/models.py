@@ -34,6 +34,8 @@ class UTCDateTime(sa.types.TypeDecorator):
 
 TASK_STATUSES = ("pending", "running", "success", "failed", "retrying")
 RUN_STATUSES = ("pending", "running", "success", "failed", "skipped")
+# A run in one of these is over: it is a task's outcome, and retention may delete it.
+FINISHED_RUN_STATUSES = ("success", "failed", "skipped")
 RUN_TRIGGERS = ("schedule", "retry", "manual", "dependency")
 CONCURRENCY_POLICIES = ("forbid", "allow")
 

@@ -1,7 +1,8 @@
 """What the API does to tasks, apart from the HTTP: the rules that need the database.
 
-Views call these; each either completes and commits, or aborts with a 4xx before
-anything is written, so a rejected request leaves nothing half-written.
+Views and the admin call these; each either completes and commits, or raises a
+``refusals.Refused`` before anything is written, so a refused change leaves nothing
+half-written. What a refusal looks like over HTTP is errors.py's business.
 """
 from __future__ import annotations
 
@@ -10,27 +11,19 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from flask_smorest import abort
 
 from . import audit
 from .clock import utcnow
 from .engine import cron
+from .engine.active_runs import active_run_clause
 from .engine.dependencies import find_cycle
-from .errors import abort_invalid
 from .extensions import db, scheduler
 from .masking import MaskError, restore_action, restore_notify
 from .models import Run, Task, task_dependencies
-from .schemas import INT_MAX
+from .refusals import Conflict, Invalid
+from .run_rows import NewRuns
 
 SCHEDULE_FIELDS = ("cron_expression", "timezone", "enabled")
-
-
-def get_task_or_404(task_id: int) -> Task:
-    # An id past the column's range cannot exist (and PostgreSQL would refuse to compare it).
-    task = db.session.get(Task, task_id) if task_id <= INT_MAX else None
-    if task is None:
-        abort(404, message=f"task {task_id} not found")
-    return task
 
 
 def next_slot(task: Task, now: datetime) -> datetime | None:
@@ -45,18 +38,18 @@ def _check_name_free(name: str, task_id: int | None) -> None:
     if task_id is not None:
         query = query.where(Task.id != task_id)
     if db.session.execute(query).first() is not None:
-        abort(409, message=f"a task named {name!r} already exists", errors={"json": {"name": ["Already taken."]}})
+        raise Conflict(f"a task named {name!r} already exists", {"name": ["Already taken."]})
 
 
 def _resolve_parents(task_id: int | None, parent_ids: list[int]) -> list[Task]:
-    """Load the parents, answering 422 for unknown ids, the task itself, or a cycle."""
+    """Load the parents, refusing unknown ids, the task itself, or a cycle."""
     wanted = list(dict.fromkeys(parent_ids))
     if task_id is not None and task_id in wanted:
-        abort_invalid("depends_on", "A task cannot depend on itself.")
+        raise Invalid("depends_on", "A task cannot depend on itself.")
     parents = db.session.scalars(sa.select(Task).where(Task.id.in_(wanted))).all() if wanted else []
     missing = sorted(set(wanted) - {parent.id for parent in parents})
     if missing:
-        abort_invalid("depends_on", f"Unknown task ids: {missing}.")
+        raise Invalid("depends_on", f"Unknown task ids: {missing}.")
     if task_id is not None and wanted:
         parents_of: dict[int, list[int]] = defaultdict(list)
         for child_id, parent_id in db.session.execute(sa.select(task_dependencies)):
@@ -65,14 +58,14 @@ def _resolve_parents(task_id: int | None, parent_ids: list[int]) -> list[Task]:
         if cycle:
             names = dict(db.session.execute(sa.select(Task.id, Task.name).where(Task.id.in_(cycle))).all())
             path = " -> ".join(repr(names.get(node, node)) for node in cycle)
-            abort_invalid("depends_on", f"Would create a cycle: {path}.")
+            raise Invalid("depends_on", f"Would create a cycle: {path}.")
     by_id = {parent.id: parent for parent in parents}
     return [by_id[parent_id] for parent_id in wanted]
 
 
 def _check_cron_or_parents(cron_expression: str | None, parents: list[Task]) -> None:
     if cron_expression is None and not parents:
-        abort_invalid("cron_expression", "Required unless the task has depends_on.")
+        raise Invalid("cron_expression", "Required unless the task has depends_on.")
 
 
 def restore_secrets(data: dict[str, Any], stored: Task | None) -> None:
@@ -83,11 +76,7 @@ def restore_secrets(data: dict[str, Any], stored: Task | None) -> None:
         if data.get("notify") is not None:
             data["notify"] = restore_notify(data["notify"], stored.notify if stored else None)
     except MaskError as exc:
-        *outer, field = exc.path
-        errors: dict[str, Any] = {field: [str(exc)]}
-        for name in reversed(outer):
-            errors = {name: errors}
-        abort(422, errors={"json": errors})
+        raise Invalid(exc.path, str(exc)) from exc
 
 
 def create_task(data: dict[str, Any]) -> Task:
@@ -142,7 +131,7 @@ def toggle_task(task: Task) -> Task:
 def delete_task(task: Task) -> None:
     children = [child.name for child in task.children]
     if children:
-        abort(409, message=f"task {task.name!r} is a parent of: {', '.join(children)}; remove those dependencies first")
+        raise Conflict(f"task {task.name!r} is a parent of: {', '.join(children)}; remove those dependencies first")
     audit.record("delete", task.id, audit.diff(audit.task_snapshot(task), None))
     db.session.delete(task)
     db.session.commit()
@@ -157,21 +146,18 @@ def request_run(task: Task) -> Run:
         sa.update(Task)
         .where(
             Task.id == task.id,
-            sa.or_(
-                Task.concurrency_policy == "allow",
-                sa.and_(Task.active_runs == 0, Task.status != "retrying"),
-            ),
+            sa.or_(Task.concurrency_policy == "allow", sa.not_(active_run_clause(Task))),
         )
         .values(active_runs=Task.active_runs + 1)
         .execution_options(synchronize_session=False)
     ).rowcount
     if not claimed:
         db.session.rollback()
-        abort(409, message=f"task {task.name!r} has an active run or retry (concurrency_policy is forbid)")
-    run = Run(task_id=task.id, trigger="manual", status="pending", attempt=1, scheduled_for=now, created_at=now)
-    db.session.add(run)  # counted in the task's run counts by run_counts' ORM events, in this transaction
-    db.session.flush()
-    audit.record("run", task.id, {"run_id": [None, run.id]})
+        raise Conflict(f"task {task.name!r} has an active run or retry (concurrency_policy is forbid)")
+    with NewRuns(db.session.connection()) as runs:
+        [run_id] = runs.add([{"task_id": task.id, "trigger": "manual", "status": "pending", "attempt": 1,
+                              "scheduled_for": now, "created_at": now}])
+    audit.record("run", task.id, {"run_id": [None, run_id]})
     db.session.commit()
     scheduler.wake()
-    return run
+    return db.session.get(Run, run_id)

@@ -11,7 +11,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from ..api.stats import collect_stats
+from ..queries import collect_stats
 from ..database import db
 from ..engine import cron
 from ..models import Run, Task, task_dependencies

@@ -11,15 +11,14 @@ from typing import Any
 import marshmallow as ma
 import sqlalchemy as sa
 from werkzeug.datastructures import MultiDict
-from werkzeug.exceptions import HTTPException
 
 from .. import listing
 from ..api.pagination import paginate
 from ..database import db
-from ..models import AuditEntry, Run, Task
+from ..models import FINISHED_RUN_STATUSES, AuditEntry, Run, Task
+from ..refusals import Invalid
 from ..schemas import RunQueryArgsSchema, TaskQueryArgsSchema
 
-FINISHED_RUN_STATUSES = ("success", "failed", "skipped")
 RECENT_RUNS_SHOWN = 10
 HISTORY_SHOWN = 20
 
@@ -99,14 +98,10 @@ def task_names(exclude: int | None = None) -> list[tuple[int, str]]:
     return [(task_id, name) for task_id, name in db.session.execute(query)]
 
 
-def find_run(run_id: int) -> Run | None:
-    return db.session.get(Run, run_id) if 0 < run_id < 2**31 else None
-
-
 def _page(query: sa.Select, id_column: Any, args: dict[str, Any], newest_first: bool) -> dict[str, Any]:
     try:
         return paginate(query, id_column, limit=args["limit"], cursor=args["cursor"], newest_first=newest_first)
-    except HTTPException:
+    except Invalid:
         # A cursor we did not give out (edited by hand): start from the first page.
         return paginate(query, id_column, limit=args["limit"], cursor=None, newest_first=newest_first)
 

@@ -1,8 +1,8 @@
 """Every change the admin makes, done by ``services`` (the API's rules), with refusals turned into messages.
 
-``services`` answers a refused change with ``flask_smorest.abort`` (an
-HTTPException whose ``data`` holds ``message`` and ``errors``); the admin shows
-those words to the person instead of a JSON body.
+``services`` refuses a change by raising a ``refusals.Refused`` (a message for people
+and the fields it concerns); this module is the one place the admin turns one into
+form errors, shown beside their fields, or into a line of text.
 """
 from __future__ import annotations
 
@@ -12,11 +12,11 @@ from typing import Any, TypeVar
 import marshmallow as ma
 from sqlalchemy.exc import IntegrityError
 from werkzeug.datastructures import MultiDict
-from werkzeug.exceptions import HTTPException
 
 from .. import services
 from ..database import db
 from ..models import Task
+from ..refusals import Conflict, Refused
 from ..schemas import TaskSchema
 from .task_form import FORM_WIDE, FieldErrors, errors_from_messages, merge_errors, payload_from_form
 
@@ -44,44 +44,33 @@ def save_task(form: MultiDict, task: Task | None = None) -> tuple[Task | None, F
     return saved, {}
 
 
-def attempt(change: Callable[..., Result], *args: Any) -> tuple[Result | None, HTTPException | str | None]:
+def attempt(change: Callable[..., Result], *args: Any) -> tuple[Result | None, Refused | None]:
     """Run a ``services`` change; on refusal roll back and return why."""
     try:
         return change(*args), None
-    except HTTPException as exc:
+    except Refused as exc:
         db.session.rollback()
         return None, exc
     except IntegrityError:
         # A race the service's own checks could not see (two people saving one name).
         db.session.rollback()
-        return None, RACE_MESSAGE
+        return None, Conflict(RACE_MESSAGE)
 
 
-def refusal_message(refusal: HTTPException | str) -> str:
-    """One line for a person: the service's message, else the field errors, else the status."""
-    if isinstance(refusal, str):
-        return refusal
-    data = getattr(refusal, "data", None) or {}
-    if data.get("message"):
-        return str(data["message"])
+def refusal_message(refusal: Refused) -> str:
+    """One line for a person: the service's message, else the field errors."""
+    if refusal.message:
+        return refusal.message
     lines = [
         f"{field}: {text}"
-        for field, texts in errors_from_messages(_json_errors(data), "").items()
+        for field, texts in errors_from_messages(refusal.fields, "").items()
         for text in texts
     ]
-    return "; ".join(lines) or refusal.description or refusal.name
+    return "; ".join(lines) or "The change was refused."
 
 
-def _refusal_errors(refusal: HTTPException | str, action_type: str) -> FieldErrors:
-    if isinstance(refusal, str):
-        return {FORM_WIDE: [refusal]}
-    data = getattr(refusal, "data", None) or {}
-    errors = errors_from_messages(_json_errors(data), action_type)
-    if data.get("message") or not errors:
+def _refusal_errors(refusal: Refused, action_type: str) -> FieldErrors:
+    errors = errors_from_messages(refusal.fields, action_type)
+    if refusal.message or not errors:
         errors = merge_errors({FORM_WIDE: [refusal_message(refusal)]}, errors)
     return errors
-
-
-def _json_errors(data: dict[str, Any]) -> dict[str, Any]:
-    errors = data.get("errors") or {}
-    return errors.get("json", {}) if isinstance(errors, dict) else {}

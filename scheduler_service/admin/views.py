@@ -4,17 +4,17 @@ from __future__ import annotations
 from functools import lru_cache
 from zoneinfo import available_timezones
 
-from flask import Blueprint, Response, abort, flash, jsonify, redirect, render_template, request, url_for
+from flask import Blueprint, Response, flash, jsonify, redirect, render_template, request, url_for
 from markupsafe import Markup, escape
 
 from .. import audit, services
-from ..api.stats import collect_stats
 from ..clock import utcnow
-from ..database import db
 from ..engine import cron
 from ..masking import mask_action
 from ..models import RUN_STATUSES, RUN_TRIGGERS, TASK_STATUSES, Task
-from ..schemas import HTTP_METHODS, INT_MAX
+from ..queries import collect_stats, get_run, get_task
+from ..refusals import NotFound
+from ..schemas import HTTP_METHODS
 from . import dashboard, queries, security, task_form, throttle
 from .accounts import authenticate
 from .task_writes import attempt, refusal_message, save_task
@@ -26,6 +26,11 @@ blp = Blueprint(
 
 PUBLIC_ENDPOINTS = {"admin.login", "admin.static"}
 PREVIEW_COUNT = 5
+# The admin's words for an id the shared reads did not find (the API's are "task 5 not found").
+MISSING = {
+    "task": "Task {key} does not exist.",
+    "run": "Run {key} does not exist (it may have been deleted with its task).",
+}
 
 
 # --- every request ----------------------------------------------------------------------------
@@ -69,6 +74,12 @@ blp.add_app_template_global(utcnow, "now")
 @blp.errorhandler(404)
 def _not_found(error):
     return render_template("admin/error.html", title="Not found", message=error.description), 404
+
+
+@blp.errorhandler(NotFound)
+def _missing(error: NotFound):
+    return render_template("admin/error.html", title="Not found",
+                           message=MISSING[error.kind].format(key=error.key)), 404
 
 
 # --- login ---------------------------------------------------------------------------------------
@@ -141,7 +152,7 @@ def task_new():
 
 @blp.get("/tasks/<int:task_id>/")
 def task_page(task_id: int):
-    task = _task_or_404(task_id)
+    task = get_task(task_id)
     try:
         upcoming = (cron.fire_times(task.cron_expression, task.timezone, utcnow(), PREVIEW_COUNT)
                     if task.cron_expression else [])
@@ -157,7 +168,7 @@ def task_page(task_id: int):
 
 @blp.route("/tasks/<int:task_id>/edit", methods=["GET", "POST"])
 def task_edit(task_id: int):
-    task = _task_or_404(task_id)
+    task = get_task(task_id)
     if request.method == "GET":
         return _task_form(task, task_form.form_from_task(task), {})
     saved, errors = save_task(request.form, task)
@@ -169,7 +180,7 @@ def task_edit(task_id: int):
 
 @blp.post("/tasks/<int:task_id>/toggle")
 def task_toggle(task_id: int):
-    task = _task_or_404(task_id)
+    task = get_task(task_id)
     toggled, refusal = attempt(services.toggle_task, task)
     if refusal is not None:
         flash(refusal_message(refusal), "error")
@@ -180,7 +191,7 @@ def task_toggle(task_id: int):
 
 @blp.post("/tasks/<int:task_id>/run")
 def task_run(task_id: int):
-    task = _task_or_404(task_id)
+    task = get_task(task_id)
     run, refusal = attempt(services.request_run, task)
     if refusal is not None:
         flash(f"Not started: {refusal_message(refusal)}", "error")
@@ -192,7 +203,7 @@ def task_run(task_id: int):
 
 @blp.route("/tasks/<int:task_id>/delete", methods=["GET", "POST"])
 def task_delete(task_id: int):
-    task = _task_or_404(task_id)
+    task = get_task(task_id)
     if request.method == "GET":
         return render_template("admin/task_delete.html", task=task, run_count=queries.count_runs(task.id))
     name = task.name
@@ -231,20 +242,10 @@ def run_list():
 
 @blp.get("/runs/<int:run_id>/")
 def run_page(run_id: int):
-    run = queries.find_run(run_id)
-    if run is None:
-        abort(404, description=f"Run {run_id} does not exist (it may have been deleted with its task).")
-    return render_template("admin/run.html", run=run)
+    return render_template("admin/run.html", run=get_run(run_id))
 
 
 # --- helpers ---------------------------------------------------------------------------------------
-
-
-def _task_or_404(task_id: int) -> Task:
-    task = db.session.get(Task, task_id) if task_id <= INT_MAX else None
-    if task is None:
-        abort(404, description=f"Task {task_id} does not exist.")
-    return task
 
 
 def _task_form(task: Task | None, values: dict, errors: task_form.FieldErrors) -> str:

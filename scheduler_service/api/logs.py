@@ -2,12 +2,11 @@
 from __future__ import annotations
 
 from flask.views import MethodView
-from flask_smorest import abort
 
 from .. import listing
-from ..extensions import db
 from ..models import Run
-from ..schemas import INT_MAX, RunPageSchema, RunQueryArgsSchema, RunSchema
+from ..queries import get_run
+from ..schemas import RunPageSchema, RunQueryArgsSchema, RunSchema
 from .blueprint import Blueprint
 from .pagination import paginate
 
@@ -29,7 +28,4 @@ class LogItem(MethodView):
     @blp.response(200, RunSchema)
     def get(self, run_id):
         """Show one run with its whole kept output."""
-        run = db.session.get(Run, run_id) if run_id <= INT_MAX else None
-        if run is None:
-            abort(404, message=f"run {run_id} not found")
-        return run
+        return get_run(run_id)

@@ -7,7 +7,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from ..errors import abort_invalid
+from ..refusals import Invalid
 from ..extensions import db
 from ..schemas import INT_MAX
 
@@ -24,7 +24,7 @@ def decode_cursor(cursor: str) -> int:
         if prefix != "id" or not 0 <= last_id <= INT_MAX:
             raise ValueError
     except (ValueError, binascii.Error, UnicodeDecodeError):
-        abort_invalid("cursor", "Not a cursor this service gave out.", location="query")
+        raise Invalid("cursor", "Not a cursor this service gave out.", location="query") from None
     return last_id
 
 

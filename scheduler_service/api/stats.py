@@ -1,68 +1,13 @@
 """System statistics: task aggregates, and run counts kept per task (never a scan of the runs)."""
 from __future__ import annotations
 
-from typing import Any
-
-import sqlalchemy as sa
 from flask.views import MethodView
 
-from .. import listing, services
-from ..extensions import db
-from ..models import RUN_STATUSES, SchedulerState, Task, TaskRunCounts
-from ..run_counts import COUNTED, MICROSECONDS
+from ..queries import collect_stats, get_task
 from ..schemas import StatsQueryArgsSchema, StatsSchema
 from .blueprint import Blueprint
 
 blp = Blueprint("stats", __name__, url_prefix="/api/stats", description="Statistics")
-
-NEXT_RUNS_SHOWN = 10
-
-
-def _run_counts(task_id: int | None) -> dict[str, int]:
-    """The task's run counts, or every task's added up."""
-    counts = TaskRunCounts.__table__
-    query = sa.select(*[sa.func.coalesce(sa.func.sum(counts.c[name]), 0) for name in COUNTED])
-    if task_id is not None:
-        query = query.where(counts.c.task_id == task_id)
-    # int(): PostgreSQL sums a BIGINT column as NUMERIC.
-    return {name: int(value) for name, value in zip(COUNTED, db.session.execute(query).one())}
-
-
-def runs_document(counts: dict[str, int]) -> dict[str, Any]:
-    """The "runs" part of the stats from run counts: success rate over decided runs, mean over timed ones."""
-    by_status = {status: counts[status] for status in RUN_STATUSES}
-    decided = by_status["success"] + by_status["failed"]
-    timed = counts["timed_runs"]
-    return {
-        "total": sum(by_status.values()),
-        "by_status": by_status,
-        "success_rate": by_status["success"] / decided if decided else None,
-        # One division of two exact integers: the correctly rounded mean.
-        "avg_duration_seconds": counts["timed_microseconds"] / (timed * MICROSECONDS) if timed else None,
-    }
-
-
-def collect_stats(task_id: int | None = None) -> dict[str, Any]:
-    task_filter = [Task.id == task_id] if task_id is not None else []
-
-    tasks_total, tasks_enabled, tasks_by_status = listing.task_counts(task_filter)
-    next_runs = db.session.execute(
-        sa.select(Task.id, Task.name, Task.next_run_at)
-        .where(Task.enabled, Task.next_run_at.is_not(None), *task_filter)
-        .order_by(Task.next_run_at, Task.id)
-        .limit(NEXT_RUNS_SHOWN)
-    ).all()
-    state = db.session.get(SchedulerState, 1)
-    return {
-        "tasks": {
-            "total": tasks_total,
-            "enabled": tasks_enabled,
-            "by_status": tasks_by_status,
-        },
-        "runs": runs_document(_run_counts(task_id)),
-        "next_runs": [{"task_id": id_, "name": name, "next_run_at": at} for id_, name, at in next_runs],
-        "scheduler": {"last_tick_at": state.last_tick_at if state else None},
-    }
 
 
 @blp.route("/")
@@ -73,5 +18,5 @@ class Stats(MethodView):
         """System stats, or the same document for one task (`?task_id=`)."""
         task_id = args.get("task_id")
         if task_id is not None:
-            services.get_task_or_404(task_id)
+            get_task(task_id)  # 404 for an unknown task
         return collect_stats(task_id)

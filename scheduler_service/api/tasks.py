@@ -6,6 +6,7 @@ from flask.views import MethodView
 from .. import listing, services
 from ..auth import require_action_scope, requires_scope
 from ..models import Task
+from ..queries import get_task
 from ..schemas import RunSchema, TaskPageSchema, TaskQueryArgsSchema, TaskSchema, TaskUpdateSchema
 from .blueprint import Blueprint
 from .pagination import paginate
@@ -37,7 +38,7 @@ class TaskItem(MethodView):
     @blp.response(200, TaskSchema)
     def get(self, task_id):
         """Show one task."""
-        return services.get_task_or_404(task_id)
+        return get_task(task_id)
 
     @requires_scope("write")
     @blp.arguments(TaskSchema)
@@ -57,13 +58,13 @@ class TaskItem(MethodView):
     @blp.response(204)
     def delete(self, task_id):
         """Delete a task and its runs (scope `write`; `admin` for `shell` and `python` actions)."""
-        task = services.get_task_or_404(task_id)
+        task = get_task(task_id)
         require_action_scope(task.action)
         services.delete_task(task)
 
 
 def _update(task_id: int, data: dict) -> Task:
-    task = services.get_task_or_404(task_id)
+    task = get_task(task_id)
     # Both sides: a write token may neither change a shell task nor turn a task into one.
     require_action_scope(task.action, data.get("action"))
     return services.update_task(task, data)
@@ -75,7 +76,7 @@ class TaskToggle(MethodView):
     @blp.response(200, TaskSchema)
     def post(self, task_id):
         """Flip `enabled` (scope `run`)."""
-        return services.toggle_task(services.get_task_or_404(task_id))
+        return services.toggle_task(get_task(task_id))
 
 
 @blp.route("/<int:task_id>/run/")
@@ -84,4 +85,4 @@ class TaskRun(MethodView):
     @blp.response(202, RunSchema)
     def post(self, task_id):
         """Run now, ignoring `enabled` and the dependency gate (scope `run`)."""
-        return services.request_run(services.get_task_or_404(task_id))
+        return services.request_run(get_task(task_id))

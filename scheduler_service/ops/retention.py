@@ -33,14 +33,13 @@ from flask.cli import with_appcontext
 from .. import run_counts
 from ..clock import utcnow
 from ..database import db
-from ..models import Run
+from ..models import FINISHED_RUN_STATUSES, Run
 from .models import Alert
 
 log = logging.getLogger(__name__)
 
 BATCH_ROWS = 1000
 BATCH_PAUSE_SECONDS = 0.02
-FINISHED = ("success", "failed", "skipped")
 FIRST_PASS_DELAY_SECONDS = 60.0  # after the engine starts: not in the way of its first ticks
 PASS_INTERVAL_SECONDS = 300.0
 
@@ -76,7 +75,8 @@ def _delete_in_batches(conditions: list, protected: set[int], report: PruneRepor
     one status at a time (what the status index serves).
     """
     deleted = 0
-    statuses = [Run.status == status for status in FINISHED] if by_status else [Run.status.in_(FINISHED)]
+    statuses = ([Run.status == status for status in FINISHED_RUN_STATUSES] if by_status
+                else [Run.status.in_(FINISHED_RUN_STATUSES)])
     for status_condition in statuses:
         after: tuple[datetime, int] | None = None
         while not should_stop():

@@ -13,12 +13,11 @@ import sqlalchemy as sa
 
 from scheduler_service.auth import issue_token
 from scheduler_service.extensions import db
-from scheduler_service.models import Run, Task
+from scheduler_service.models import FINISHED_RUN_STATUSES as FINISHED_STATUSES, Run, Task
 
 UTC = timezone.utc
 # Runs inserted by the tests are spread from here, one minute apart, unless told otherwise.
 RUN_BASE_TIME = datetime(2026, 3, 1, 10, 0, tzinfo=UTC)
-FINISHED_STATUSES = ("success", "failed", "skipped")
 HUGE_ID = 99999999999999999999
 
 TASK_FIELDS = {
