@@ -68,6 +68,16 @@ def _check_cron_or_parents(cron_expression: str | None, parents: list[Task]) -> 
         raise Invalid("cron_expression", "Required unless the task has depends_on.")
 
 
+def assign(task: Task, values: dict[str, Any], now: datetime) -> None:
+    """Set ``values`` on ``task``; a change of its schedule starts it again from ``now``
+    (missed slots are not run), any other change keeps the slot it is due at."""
+    schedule_changed = any(field in values and values[field] != getattr(task, field) for field in SCHEDULE_FIELDS)
+    for field, value in values.items():
+        setattr(task, field, value)
+    if schedule_changed:
+        task.next_run_at = next_slot(task, now)
+
+
 def restore_secrets(data: dict[str, Any], stored: Task | None) -> None:
     """Put the stored secret values back where ``data`` sends the mask ("***") that reads show."""
     try:
@@ -102,14 +112,8 @@ def update_task(task: Task, data: dict[str, Any]) -> Task:
     parents = _resolve_parents(task.id, data.pop("depends_on")) if "depends_on" in data else task.parents
     _check_cron_or_parents(data.get("cron_expression", task.cron_expression), parents)
     before = audit.task_snapshot(task)
-    schedule_changed = any(
-        field in data and data[field] != getattr(task, field) for field in SCHEDULE_FIELDS
-    )
-    for field, value in data.items():
-        setattr(task, field, value)
+    assign(task, data, utcnow())
     task.parents = parents
-    if schedule_changed:
-        task.next_run_at = next_slot(task, utcnow())
     changes = audit.diff(before, audit.task_snapshot(task))
     if changes:  # a write that changes nothing is not a change
         audit.record("update", task.id, changes)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Literal
 
 import sqlalchemy as sa
@@ -19,7 +20,7 @@ from .clock import utcnow
 from .extensions import db, scheduler
 from .masking import mask_action, mask_notify
 from .models import Task
-from .services import SCHEDULE_FIELDS, next_slot
+from .services import assign, next_slot
 from .task_files import DOCUMENT_KEY, FILE_FIELDS, read_document
 
 ChangeKind = Literal["create", "update", "delete"]
@@ -126,13 +127,10 @@ def _write(changes: list[Change], desired: Mapping[str, Mapping[str, Any]], task
         # Parents are set once every new task exists, so that one file may create a whole chain.
         for change in changes:
             if change.change == "create":
-                _set_fields(tasks[change.task], desired[change.task], FILE_FIELDS, tasks)
+                _set_fields(tasks[change.task], desired[change.task], FILE_FIELDS, tasks, now)
                 tasks[change.task].next_run_at = next_slot(tasks[change.task], now)
             elif change.change == "update":
-                _set_fields(tasks[change.task], desired[change.task], change.fields, tasks)
-                # As update_task does: a change to the schedule starts it again from now; others keep the due slot.
-                if any(field in SCHEDULE_FIELDS for field in change.fields):
-                    tasks[change.task].next_run_at = next_slot(tasks[change.task], now)
+                _set_fields(tasks[change.task], desired[change.task], change.fields, tasks, now)
         for change in changes:
             if change.change == "delete":
                 db.session.delete(tasks[change.task])
@@ -147,9 +145,9 @@ def _write(changes: list[Change], desired: Mapping[str, Mapping[str, Any]], task
     scheduler.wake()
 
 
-def _set_fields(task: Task, values: Mapping[str, Any], fields: tuple[str, ...], tasks: Mapping[str, Task]) -> None:
-    for field in fields:
-        if field == "depends_on":
-            task.parents = [tasks[name] for name in values["depends_on"]]
-        else:
-            setattr(task, field, values[field])
+def _set_fields(task: Task, values: Mapping[str, Any], fields: tuple[str, ...], tasks: Mapping[str, Task],
+                now: datetime) -> None:
+    """Set ``fields`` of ``values`` on ``task`` by the API's own rule (services.assign), parents by name."""
+    if "depends_on" in fields:
+        task.parents = [tasks[name] for name in values["depends_on"]]
+    assign(task, {field: values[field] for field in fields if field != "depends_on"}, now)
