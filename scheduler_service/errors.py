@@ -16,6 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, RequestEntityTooLarge
 from werkzeug.http import HTTP_STATUS_CODES
 
+from .database import db
 from .refusals import Conflict, Invalid, NotFound, Refused
 
 log = logging.getLogger(__name__)
@@ -45,15 +46,11 @@ def _refused(error: Refused):
 
 def _integrity_error(error: IntegrityError):
     # A race the views' own checks could not see (two clients creating one name).
-    from .extensions import db
-
     db.session.rollback()
     return {"code": 409, "status": "Conflict", "message": "conflicts with existing data"}, 409
 
 
 def _unexpected_error(error: Exception):
-    from .extensions import db
-
     db.session.rollback()
     log.exception("unhandled error")
     return {"code": 500, "status": "Internal Server Error", "message": "internal error"}, 500

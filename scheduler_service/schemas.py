@@ -11,7 +11,7 @@ from marshmallow import fields, validate
 
 from . import outbound
 from .engine import cron
-from .engine.executors import ENV_NAME, ENV_NAME_RULE, callable_refusal
+from .engine.executors.guard_rails import ENV_NAME, ENV_NAME_RULE, callable_refusal
 from .masking import mask_action, mask_notify
 from .models import CONCURRENCY_POLICIES, RUN_STATUSES, RUN_TRIGGERS, TASK_STATUSES
 

@@ -1,8 +1,10 @@
 """Python actions called in the pool worker itself, and the one thread that stops them.
 
-Handing a call to a helper thread and waiting for it costs two thread switches per run,
-each a wait for the GIL. Calling in the worker saved a fifth of our CPU in a burst of no-op
-runs (W1 python on 2 cores: 5.2 -> 4.2 s of CPU for 10,000 runs, the rate +19%).
+``Watchdog.call`` runs in the engine's pool workers; ``Watchdog`` owns one thread of its
+own (``python-action-watchdog``) that interrupts the calls. Calling in the worker spares
+the two thread switches per run that handing the call to a helper thread costs, each a
+wait for the GIL: in a burst of short calls that is a large share of a run's CPU
+(BENCHMARKS.md has the measurement).
 
 The deadline and the shutdown still stop a call: the watchdog injects ``TimeoutError``
 into the worker at its next bytecode. A call blocked in C code does not see it; past a
@@ -16,11 +18,10 @@ import threading
 import time
 from collections.abc import Callable
 
-from . import executors
-from .executors import POLL_SECONDS, deadline_or_stop, inject
+from .deadlines import ABANDON_GRACE_SECONDS, STOP_POLL_SECONDS, deadline_or_stop, inject
 
 
-class _Watch:
+class _CallWatch:
     """One call in one thread: whether it is still in the call, and why it was cut short."""
 
     def __init__(self, thread: threading.Thread, deadline: float | None, stop: threading.Event | None,
@@ -60,7 +61,7 @@ class Watchdog:
         """``on_abandon(thread ident, reason, output so far)`` is called for a call stuck in C
         past the grace; the call's thread is the engine's to replace."""
         self._on_abandon = on_abandon
-        self._watches: dict[int, _Watch] = {}
+        self._watches: dict[int, _CallWatch] = {}
         self._changed = threading.Condition()
         self._thread: threading.Thread | None = None
         self._closed = False
@@ -71,7 +72,7 @@ class Watchdog:
 
         ``function`` must catch what it raises itself; ``output`` gives what it printed so far.
         """
-        watch = _Watch(threading.current_thread(), deadline, stop, output)
+        watch = _CallWatch(threading.current_thread(), deadline, stop, output)
         with self._changed:
             self._watches[watch.thread.ident] = watch
             if self._thread is None:
@@ -102,7 +103,7 @@ class Watchdog:
 
     def _loop(self) -> None:
         while True:
-            stuck: list[_Watch] = []
+            stuck: list[_CallWatch] = []
             with self._changed:
                 if self._closed and not self._watches:
                     self._thread = None
@@ -119,7 +120,7 @@ class Watchdog:
                 watch.abandon(self._on_abandon)
 
     @staticmethod
-    def _look_at(watch: _Watch, now: float, stuck: list[_Watch]) -> float | None:
+    def _look_at(watch: _CallWatch, now: float, stuck: list[_CallWatch]) -> float | None:
         """Interrupt ``watch``'s call, or add it to ``stuck``, if its time has come; when to look again."""
         if not watch.in_call or watch.abandoned:
             return None  # returned (its thread removes it in a moment), or given up on
@@ -129,11 +130,11 @@ class Watchdog:
                 watch.interrupt(reason, now)
         if watch.reason is None:
             # The stop event is polled, as the executors' own waits do; the deadline is waited for.
-            due = now + POLL_SECONDS if watch.stop is not None else None
+            due = now + STOP_POLL_SECONDS if watch.stop is not None else None
             if watch.deadline is not None:
                 due = watch.deadline if due is None else min(due, watch.deadline)
             return due
-        give_up = watch.interrupted_at + executors.ABANDON_GRACE_SECONDS
+        give_up = watch.interrupted_at + ABANDON_GRACE_SECONDS
         if now >= give_up:
             stuck.append(watch)
             return None
