@@ -159,8 +159,13 @@ SETTINGS: dict[str, tuple[str, Callable[[str], Any], Any]] = {
     "PROMETHEUS_MULTIPROC_DIR": ("PROMETHEUS_MULTIPROC_DIR", _directory, None),
     "ALERT_WEBHOOK_URL": ("ALERT_WEBHOOK_URL", _webhook_url, None),
     "ALERT_WEBHOOK_SECRET": ("ALERT_WEBHOOK_SECRET", _secret, None),
+    # Whole seconds: the delivery backoff is a RetryPolicy (ops/alerts.py), whose delays are.
+    "ALERT_RETRY_BASE_SECONDS": ("ALERT_RETRY_BASE_SECONDS", _integer(1, 3600), 15),
     "RUN_RETENTION_DAYS": ("RUN_RETENTION_DAYS", _integer(0, 36500), 90),
     "RUN_RETENTION_PER_TASK": ("RUN_RETENTION_PER_TASK", _integer(0, 2**31 - 1), 10000),
+    # The first pass waits a minute after the engine starts, out of the way of its first ticks.
+    "RETENTION_FIRST_PASS_DELAY_SECONDS": ("RETENTION_FIRST_PASS_DELAY_SECONDS", _seconds(ONE_DAY), 60.0),
+    "RETENTION_INTERVAL_SECONDS": ("RETENTION_INTERVAL_SECONDS", _seconds(ONE_DAY), 300.0),
     "LOG_FORMAT": ("LOG_FORMAT", _choice("text", "json"), "text"),
     # Signs admin sessions; unset, a key is made once and kept in the instance folder.
     "SECRET_KEY": ("SECRET_KEY", _secret, None),

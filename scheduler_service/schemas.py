@@ -63,7 +63,7 @@ def QueryId() -> fields.Integer:
     return Count(minimum=1, strict=False)
 
 
-class UTCDateTime(fields.AwareDateTime):
+class UTCTimeField(fields.AwareDateTime):
     """An ISO 8601 time with any offset (naive means UTC), loaded as aware UTC."""
 
     # Far enough for any schedule; near the ends of datetime's range, converting zones overflows.
@@ -84,8 +84,8 @@ class UTCDateTime(fields.AwareDateTime):
         return moment
 
 
-def _utc_datetime(**kwargs: Any) -> UTCDateTime:
-    return UTCDateTime(**kwargs)
+def _utc_datetime(**kwargs: Any) -> UTCTimeField:
+    return UTCTimeField(**kwargs)
 
 
 class StrictSchema(ma.Schema):

@@ -8,7 +8,7 @@ from marshmallow import fields, validate
 
 from ..auth import requires_scope
 from ..models import AUDIT_ACTIONS, TOKEN_SCOPES, ApiToken, AuditEntry
-from ..schemas import PageArgsSchema, QueryId, Text, UTCDateTime
+from ..schemas import PageArgsSchema, QueryId, Text, UTCTimeField
 from .blueprint import Blueprint
 from .pagination import paginate
 
@@ -20,8 +20,8 @@ class TokenSchema(ma.Schema):
 
     name = fields.String()
     scope = fields.String(metadata={"enum": list(TOKEN_SCOPES)})
-    created_at = UTCDateTime()
-    last_used_at = UTCDateTime(allow_none=True, metadata={"description": "to the minute"})
+    created_at = UTCTimeField()
+    last_used_at = UTCTimeField(allow_none=True, metadata={"description": "to the minute"})
 
 
 class TokenPageSchema(ma.Schema):
@@ -31,7 +31,7 @@ class TokenPageSchema(ma.Schema):
 
 class AuditEntrySchema(ma.Schema):
     id = fields.Integer()
-    at = UTCDateTime()
+    at = UTCTimeField()
     actor = fields.String(metadata={"description": "token:NAME, admin:USER or cli"})
     action = fields.String(metadata={"enum": list(AUDIT_ACTIONS)})
     task_id = fields.Integer(allow_none=True)
@@ -42,8 +42,8 @@ class AuditQueryArgsSchema(PageArgsSchema):
     task_id = QueryId()
     actor = Text(validate=validate.Length(min=1, max=200))
     action = fields.String(validate=validate.OneOf(AUDIT_ACTIONS))
-    since = UTCDateTime()
-    until = UTCDateTime()
+    since = UTCTimeField()
+    until = UTCTimeField()
 
 
 class AuditPageSchema(ma.Schema):

@@ -1,7 +1,7 @@
 """Operations: metrics, alerts by webhook, run retention and structured logs.
 
-``init_app`` wires what every process has (the /metrics view, /api/alerts/, the
-signal receivers, ``flask prune-runs``, logging). The background jobs (alert
+``init_app`` wires what every process has (the /metrics view, the signal receivers,
+``flask prune-runs``, logging; ``/api/alerts/`` is in ``api/alerts.py``). The background jobs (alert
 intake and delivery, retention) start only where the engine runs, on its first
 tick (see ``runtime``).
 
@@ -15,8 +15,6 @@ from dataclasses import dataclass, field
 from flask import Flask
 
 from .. import events
-from ..extensions import api
-from . import alerts_api
 from . import logging as ops_logging
 from . import metrics, retention
 from . import models  # noqa: F401  (registers Alert on db.metadata, for migrations)
@@ -58,7 +56,6 @@ def init_app(app: Flask) -> None:
     state = OpsState(app_metrics, intake)
     app.extensions["ops"] = state
     events.tick_finished.connect(state.on_tick_finished, app)
-    api.register_blueprint(alerts_api.blp)
     retention.init_app(app)
 
 

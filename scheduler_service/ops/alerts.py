@@ -9,8 +9,9 @@ The path of one alert:
 3. ``AlertSender`` (another thread) claims due rows with a conditional UPDATE (so
    several processes never send one alert at once), POSTs the JSON, signed, with a
    short timeout, and records the outcome: ``delivered``, or a retry after an
-   exponential backoff, or ``failed`` after ``MAX_ATTEMPTS``. The POST goes through
-   ``outbound`` (HTTP_ACTIONS_DENY_NETWORKS applies, after DNS) and follows no redirect.
+   exponential backoff (``delivery_retry_policy``), or ``failed`` after
+   ``MAX_ATTEMPTS``. The POST goes through ``outbound`` (HTTP_ACTIONS_DENY_NETWORKS
+   applies, after DNS) and follows no redirect.
 
 A sender that dies mid-delivery leaves its claim to expire (``CLAIM_LEASE_SECONDS``),
 then another sends it: a receiver may, after a crash, see one delivery id twice.
@@ -22,7 +23,6 @@ import hmac
 import json
 import logging
 import queue
-import re
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -40,6 +40,7 @@ from .. import events, outbound
 from ..clock import utcnow
 from ..database import db
 from ..engine.records import ClaimedRun, FinishedRun, SkippedSlot
+from ..engine.retry import RetryPolicy
 from ..models import Run, Task, task_dependencies
 from ..schemas import DEFAULT_NOTIFY_EVENTS
 from ..logcontext import log_context
@@ -48,13 +49,12 @@ from .models import Alert
 log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 8
-RETRY_BASE_SECONDS = 15.0  # failed attempt n waits base * 2**(n-1): 15 s ... 16 min, about 32 min in all
-RETRY_MAX_SECONDS = 3600.0
+RETRY_MAX_SECONDS = 3600  # the longest wait; the first is the ALERT_RETRY_BASE_SECONDS setting
 CLAIM_LEASE_SECONDS = 60.0
 CONNECT_TIMEOUT_SECONDS = 3.0
 READ_TIMEOUT_SECONDS = 5.0
 SEND_BATCH = 20
-POLL_SECONDS = 2.0
+DUE_ALERTS_POLL_SECONDS = 2.0  # retries come due with no wake-up from the intake
 QUEUE_LIMIT = 10000
 ERROR_LIMIT = 500
 
@@ -63,8 +63,6 @@ TIMESTAMP_HEADER = "X-Scheduler-Timestamp"
 EVENT_HEADER = "X-Scheduler-Event"
 DELIVERY_HEADER = "X-Scheduler-Delivery"
 USER_AGENT = "scheduler-service-alerts/1"
-
-_PARENT_FAILED = re.compile(r"^parent '(?P<name>.+)' failed$")
 
 
 # --- signatures -----------------------------------------------------------------------------
@@ -136,9 +134,10 @@ def finished_events(run: FinishedRun, target: Target) -> list[str]:
     return [event for event in found if target.wants(event)]
 
 
-def backoff_seconds(attempts: int, base: float) -> float:
-    """The wait after failed attempt ``attempts`` (1-based): base, 2*base, 4*base ..., capped."""
-    return min(base * 2 ** min(max(attempts - 1, 0), 30), RETRY_MAX_SECONDS)
+def delivery_retry_policy(base_seconds: int) -> RetryPolicy:
+    """When a failed delivery is tried again: attempt n waits base * 2**(n-1), capped, and the
+    ``MAX_ATTEMPTS``-th failure is final (with the default 15 s: 15 s ... 16 min, about 32 min in all)."""
+    return RetryPolicy(max_retries=MAX_ATTEMPTS - 1, delay_seconds=base_seconds, max_delay_seconds=RETRY_MAX_SECONDS)
 
 
 def _iso(moment: datetime | None) -> str | None:
@@ -177,7 +176,7 @@ def payload(event: str, task_id: int, task_name: str, text: str, **details: Any)
 
 
 @dataclass
-class _Watch:
+class _SlowWatch:
     """A run of a task that wants ``slow``, started in this process and not finished yet."""
 
     task_id: int
@@ -207,7 +206,7 @@ class AlertIntake:
         self.observe_start_lag = observe_start_lag
         self.queue: queue.Queue[tuple[Any, ...]] = queue.Queue(maxsize=QUEUE_LIMIT)
         self.dropped = 0
-        self.watches: dict[int, _Watch] = {}
+        self.watches: dict[int, _SlowWatch] = {}
         self.inserted = threading.Event()  # set after alerts were written (wakes the sender)
         self._last_watch_sweep = time.monotonic()
 
@@ -344,7 +343,7 @@ class AlertIntake:
                 late_after_seconds=late_after,
             ))
         if target.wants("slow") and target.slow_after_seconds is not None:
-            self.watches[claimed.run_id] = _Watch(claimed.task_id, task.name, target, run_doc, started_at)
+            self.watches[claimed.run_id] = _SlowWatch(claimed.task_id, task.name, target, run_doc, started_at)
 
     def _finished(self, run: FinishedRun, task: _TaskInfo | None, default_url: str | None, batch: _Batch) -> None:
         watch = self.watches.pop(run.run_id, None)
@@ -401,10 +400,9 @@ class AlertIntake:
     def _told_by_parent(self, skip: SkippedSlot, target: Target, default_url: str | None) -> bool:
         """A slot skipped because a parent failed: that parent's `failure` alert named this child
         to the same webhook, so the child raises none of its own."""
-        match = _PARENT_FAILED.match(skip.message)
-        if match is None:
+        if skip.parent_status != "failed" or skip.parent_id is None:
             return False
-        parent = db.session.execute(sa.select(Task.notify).where(Task.name == match["name"])).one_or_none()
+        parent = db.session.execute(sa.select(Task.notify).where(Task.id == skip.parent_id)).one_or_none()
         if parent is None:
             return False
         parent_target = target_for(parent.notify, default_url)
@@ -471,8 +469,9 @@ class AlertSender:
         self.http.headers["User-Agent"] = USER_AGENT
 
     @property
-    def retry_base_seconds(self) -> float:
-        return float(self.app.config.get("ALERT_RETRY_BASE_SECONDS", RETRY_BASE_SECONDS))
+    def retry_policy(self) -> RetryPolicy:
+        # Read at each failure, not once: the setting may change after the sender is made (tests).
+        return delivery_retry_policy(self.app.config["ALERT_RETRY_BASE_SECONDS"])
 
     def send_due(self, limit: int = SEND_BATCH, should_stop: Callable[[], bool] = lambda: False) -> int:
         """Send the alerts that are due now; returns how many were attempted."""
@@ -528,18 +527,19 @@ class AlertSender:
             result = self.post(url, event, alert_id, body)
             now = utcnow()
             owned = [Alert.id == alert_id, Alert.status == "pending", Alert.attempts == attempts]
+            retry_at = None if result.delivered else self.retry_policy.after_failure(attempts, now)
             if result.delivered:
                 values: dict[str, Any] = {"status": "delivered", "delivered_at": now, "last_error": ""}
                 outcome = "delivered"
                 log.info("alert %s (%s) delivered to %s", alert_id, event, _where(url))
-            elif attempts >= MAX_ATTEMPTS:
+            elif retry_at is None:
                 values = {"status": "failed", "last_error": result.error[:ERROR_LIMIT]}
                 outcome = "failed"
                 log.error("alert %s (%s) to %s failed %d times, giving up: %s",
                           alert_id, event, _where(url), attempts, result.error)
             else:
-                wait = backoff_seconds(attempts, self.retry_base_seconds)
-                values = {"next_attempt_at": now + timedelta(seconds=wait), "last_error": result.error[:ERROR_LIMIT]}
+                wait = (retry_at - now).total_seconds()
+                values = {"next_attempt_at": retry_at, "last_error": result.error[:ERROR_LIMIT]}
                 outcome = "retrying"
                 log.warning("alert %s (%s) to %s failed (attempt %d of %d): %s; again in %.3gs",
                             alert_id, event, _where(url), attempts, MAX_ATTEMPTS, result.error, wait)

@@ -40,8 +40,6 @@ log = logging.getLogger(__name__)
 
 BATCH_ROWS = 1000
 BATCH_PAUSE_SECONDS = 0.02
-FIRST_PASS_DELAY_SECONDS = 60.0  # after the engine starts: not in the way of its first ticks
-PASS_INTERVAL_SECONDS = 300.0
 
 
 @dataclass

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from flask import Flask
 
 from . import retention
-from .alerts import POLL_SECONDS, AlertIntake, AlertSender
+from .alerts import DUE_ALERTS_POLL_SECONDS, AlertIntake, AlertSender
 
 if TYPE_CHECKING:
     from ..engine.scheduler import Engine
@@ -100,7 +100,7 @@ class OpsRuntime:
     def _sender_loop(self) -> None:
         wake = self.intake.inserted
         while not self._engine_stopping():
-            wake.wait(POLL_SECONDS)
+            wake.wait(DUE_ALERTS_POLL_SECONDS)
             wake.clear()
             try:
                 while self.sender.send_due(should_stop=self._engine_stopping) and not self._engine_stopping():
@@ -111,8 +111,7 @@ class OpsRuntime:
 
     def _retention_loop(self) -> None:
         config = self.app.config
-        first = float(config.get("RETENTION_FIRST_PASS_DELAY_SECONDS", retention.FIRST_PASS_DELAY_SECONDS))
-        interval = float(config.get("RETENTION_INTERVAL_SECONDS", retention.PASS_INTERVAL_SECONDS))
+        first, interval = config["RETENTION_FIRST_PASS_DELAY_SECONDS"], config["RETENTION_INTERVAL_SECONDS"]
         if not self._sleep(first):
             return
         while True:

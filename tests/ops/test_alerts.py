@@ -14,8 +14,8 @@ from scheduler_service.engine.records import FinishedRun
 from scheduler_service.extensions import db
 from scheduler_service.masking import mask_url
 from scheduler_service.ops.alerts import (
-    DELIVERY_HEADER, EVENT_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, AlertSender, Target, backoff_seconds,
-    AlertIntake, finished_events, signature, target_for, verify_signature,
+    DELIVERY_HEADER, EVENT_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, AlertSender, Target,
+    AlertIntake, delivery_retry_policy, finished_events, signature, target_for, verify_signature,
 )
 from scheduler_service.models import Task
 from scheduler_service.ops.models import Alert
@@ -375,8 +375,8 @@ def test_signature_and_backoff():
     assert not verify_signature("s3cret-s3cret-s3cret", "1700000000", body + b" ", header, now=1700000010)
     assert not verify_signature("s3cret-s3cret-s3cret", "1700000001", body, header, now=1700000010)
     assert not verify_signature("s3cret-s3cret-s3cret", "1700000000", body, header, now=1700009999)  # replayed
-    assert [backoff_seconds(n, 15) for n in range(1, 9)] == [15, 30, 60, 120, 240, 480, 960, 1920]
-    assert backoff_seconds(100, 15) == 3600
+    assert [delivery_retry_policy(15).backoff_seconds(n) for n in range(1, 9)] == [15, 30, 60, 120, 240, 480, 960, 1920]
+    assert delivery_retry_policy(15).backoff_seconds(100) == 3600
 
 
 @pytest.mark.parametrize("variable, raw", [

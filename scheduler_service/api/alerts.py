@@ -6,11 +6,11 @@ import sqlalchemy as sa
 from flask.views import MethodView
 from marshmallow import fields, validate
 
-from ..api.blueprint import Blueprint
-from ..api.pagination import paginate
 from ..masking import mask_url
-from ..schemas import NOTIFY_EVENTS, PageArgsSchema, QueryId, UTCDateTime
-from .models import ALERT_STATUSES, Alert
+from ..ops.models import ALERT_STATUSES, Alert
+from ..schemas import NOTIFY_EVENTS, PageArgsSchema, QueryId, UTCTimeField
+from .blueprint import Blueprint
+from .pagination import paginate
 
 blp = Blueprint("alerts", __name__, url_prefix="/api/alerts", description="Alerts sent by webhook")
 
@@ -22,10 +22,10 @@ class AlertSchema(ma.Schema):
     url = fields.Function(lambda alert: mask_url(alert.url), metadata={"description": "path and query as ***"})
     status = fields.String(metadata={"enum": list(ALERT_STATUSES)})
     attempts = fields.Integer()
-    next_attempt_at = UTCDateTime(allow_none=True)
+    next_attempt_at = UTCTimeField(allow_none=True)
     last_error = fields.String()
-    created_at = UTCDateTime()
-    delivered_at = UTCDateTime(allow_none=True)
+    created_at = UTCTimeField()
+    delivered_at = UTCTimeField(allow_none=True)
     payload = fields.Dict(metadata={"description": "the JSON body POSTed (the delivery adds `id`)"})
 
 
