@@ -18,7 +18,8 @@ from .. import events
 from . import logging as ops_logging
 from . import metrics, retention
 from . import models  # noqa: F401  (registers Alert on db.metadata, for migrations)
-from .alerts import AlertIntake, AlertSender
+from .alerts import AlertIntake
+from .delivery import AlertSender
 from .runtime import OpsRuntime
 
 

@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING
 from flask import Flask
 
 from . import retention
-from .alerts import DUE_ALERTS_POLL_SECONDS, AlertIntake, AlertSender
+from .alerts import AlertIntake
+from .delivery import DUE_ALERTS_POLL_SECONDS, AlertSender
 
 if TYPE_CHECKING:
     from ..engine.scheduler import Engine

@@ -13,9 +13,10 @@ from scheduler_service.config import ConfigError, load_settings
 from scheduler_service.engine.records import FinishedRun
 from scheduler_service.extensions import db
 from scheduler_service.masking import mask_url
-from scheduler_service.ops.alerts import (
-    DELIVERY_HEADER, EVENT_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, AlertSender, Target,
-    AlertIntake, delivery_retry_policy, finished_events, signature, target_for, verify_signature,
+from scheduler_service.ops.alerts import AlertIntake, Target, finished_events, target_for
+from scheduler_service.ops.delivery import (
+    DELIVERY_HEADER, EVENT_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, AlertSender, delivery_retry_policy,
+    signature, verify_signature,
 )
 from scheduler_service.models import Task
 from scheduler_service.ops.models import Alert

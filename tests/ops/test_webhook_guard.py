@@ -11,7 +11,7 @@ import pytest
 
 from ops_helpers import WEBHOOK_SECRET
 from scheduler_service.extensions import db
-from scheduler_service.ops.alerts import AlertSender
+from scheduler_service.ops.delivery import AlertSender
 from scheduler_service.ops.models import Alert
 
 LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"),)
