@@ -84,13 +84,20 @@ def run_summary_query(filters: dict[str, Any]) -> sa.Select:
 
 
 def _filter_runs(query: sa.Select, filters: dict[str, Any]) -> sa.Select:
-    for name in ("task_id", "status", "trigger"):
+    return filtered(query, Run, filters, equal=("task_id", "status", "trigger"), time_column=Run.started_at)
+
+
+def filtered(query: sa.Select, model: Any, filters: dict[str, Any], *, equal: Iterable[str] = (),
+             time_column: Any = None) -> sa.Select:
+    """``query`` narrowed to the ``equal`` filters given (``model.name == value``) and to
+    ``since <= time_column <= until`` (both inclusive), as every list of the API filters."""
+    for name in equal:
         if name in filters:
-            query = query.where(getattr(Run, name) == filters[name])
-    if "since" in filters:
-        query = query.where(Run.started_at >= filters["since"])
-    if "until" in filters:
-        query = query.where(Run.started_at <= filters["until"])
+            query = query.where(getattr(model, name) == filters[name])
+    if time_column is not None and "since" in filters:
+        query = query.where(time_column >= filters["since"])
+    if time_column is not None and "until" in filters:
+        query = query.where(time_column <= filters["until"])
     return query
 
 

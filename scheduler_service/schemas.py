@@ -376,12 +376,17 @@ class RunSummarySchema(RunSchema):
     output = fields.Function(lambda run: run.output[-LIST_OUTPUT_CHARS:])
 
 
-class RunQueryArgsSchema(PageArgsSchema):
+class TimeWindowArgsSchema(PageArgsSchema):
+    """A page of a list that ``since`` and ``until`` bound (both inclusive)."""
+
+    since = _utc_datetime()
+    until = _utc_datetime()
+
+
+class RunQueryArgsSchema(TimeWindowArgsSchema):
     task_id = QueryId()
     status = fields.String(validate=validate.OneOf(RUN_STATUSES))
     trigger = fields.String(validate=validate.OneOf(RUN_TRIGGERS))
-    since = _utc_datetime()
-    until = _utc_datetime()
 
 
 class RunPageSchema(ma.Schema):

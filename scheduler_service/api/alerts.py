@@ -6,6 +6,7 @@ import sqlalchemy as sa
 from flask.views import MethodView
 from marshmallow import fields, validate
 
+from ..listing import filtered
 from ..masking import mask_url
 from ..ops.models import ALERT_STATUSES, Alert
 from ..schemas import NOTIFY_EVENTS, PageArgsSchema, QueryId, UTCTimeField
@@ -46,8 +47,5 @@ class Alerts(MethodView):
     @blp.response(200, AlertPageSchema)
     def get(self, args):
         """List alerts, newest first (filters `task_id`, `status`, `event`)."""
-        query = sa.select(Alert)
-        for name in ("task_id", "status", "event"):
-            if name in args:
-                query = query.where(getattr(Alert, name) == args[name])
+        query = filtered(sa.select(Alert), Alert, args, equal=("task_id", "status", "event"))
         return paginate(query, Alert.id, limit=args["limit"], cursor=args["cursor"], newest_first=True)

@@ -7,8 +7,9 @@ from flask.views import MethodView
 from marshmallow import fields, validate
 
 from ..auth import requires_scope
+from ..listing import filtered
 from ..models import AUDIT_ACTIONS, TOKEN_SCOPES, ApiToken, AuditEntry
-from ..schemas import PageArgsSchema, QueryId, Text, UTCTimeField
+from ..schemas import PageArgsSchema, QueryId, Text, TimeWindowArgsSchema, UTCTimeField
 from .blueprint import Blueprint
 from .pagination import paginate
 
@@ -38,12 +39,10 @@ class AuditEntrySchema(ma.Schema):
     changes = fields.Dict(metadata={"description": "field -> [before, after]; secrets as \"***\""})
 
 
-class AuditQueryArgsSchema(PageArgsSchema):
+class AuditQueryArgsSchema(TimeWindowArgsSchema):
     task_id = QueryId()
     actor = Text(validate=validate.Length(min=1, max=200))
     action = fields.String(validate=validate.OneOf(AUDIT_ACTIONS))
-    since = UTCTimeField()
-    until = UTCTimeField()
 
 
 class AuditPageSchema(ma.Schema):
@@ -68,12 +67,6 @@ class Audit(MethodView):
     @blp.response(200, AuditPageSchema)
     def get(self, args):
         """The audit trail, newest first (filters `task_id`, `actor`, `action`, `since`, `until`)."""
-        query = sa.select(AuditEntry)
-        for name in ("task_id", "actor", "action"):
-            if name in args:
-                query = query.where(getattr(AuditEntry, name) == args[name])
-        if "since" in args:
-            query = query.where(AuditEntry.at >= args["since"])
-        if "until" in args:
-            query = query.where(AuditEntry.at <= args["until"])
+        query = filtered(sa.select(AuditEntry), AuditEntry, args, equal=("task_id", "actor", "action"),
+                         time_column=AuditEntry.at)
         return paginate(query, AuditEntry.id, limit=args["limit"], cursor=args["cursor"], newest_first=True)
