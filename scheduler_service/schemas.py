@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime, timezone
 from typing import Any
 
 import marshmallow as ma
@@ -14,93 +13,8 @@ from .engine import cron
 from .engine.executors.guard_rails import ENV_NAME, ENV_NAME_RULE, callable_refusal
 from .masking import mask_action, mask_notify
 from .models import CONCURRENCY_POLICIES, RUN_STATUSES, RUN_TRIGGERS, TASK_STATUSES
-
-# Integers end up in 32-bit columns on PostgreSQL; anything larger is a client error.
-INT_MAX = 2**31 - 1
-
-
-# Free-form JSON (bodies, args, kwargs) deeper than this is refused: it is never a real
-# need, and the database layer serializes JSON recursively.
-MAX_JSON_DEPTH = 32
-
-
-def check_storable(value: Any, depth: int = 0) -> None:
-    """Refuse what a database cannot store: NUL characters, lone UTF-16 surrogates, deep nesting."""
-    if depth > MAX_JSON_DEPTH:
-        raise ma.ValidationError(f"Nested more than {MAX_JSON_DEPTH} levels deep.")
-    if isinstance(value, str):
-        if "\x00" in value:
-            raise ma.ValidationError("Must not contain NUL characters.")
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            raise ma.ValidationError("Must be valid Unicode (no lone surrogates).") from None
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            check_storable(key, depth + 1)
-            check_storable(item, depth + 1)
-    elif isinstance(value, list):
-        for item in value:
-            check_storable(item, depth + 1)
-
-
-class Text(fields.String):
-    """A string every supported database can store."""
-
-    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
-        text = super()._deserialize(value, attr, data, **kwargs)
-        check_storable(text)
-        return text
-
-
-def Count(minimum: int = 0, *, strict: bool = True, **kwargs: Any) -> fields.Integer:
-    """An integer within the range the database can hold; strict (a JSON number) unless
-    it comes from a query string, where every value is text."""
-    return fields.Integer(strict=strict, validate=validate.Range(min=minimum, max=INT_MAX), **kwargs)
-
-
-def QueryId() -> fields.Integer:
-    return Count(minimum=1, strict=False)
-
-
-class UTCTimeField(fields.AwareDateTime):
-    """An ISO 8601 time with any offset (naive means UTC), loaded as aware UTC."""
-
-    # Far enough for any schedule; near the ends of datetime's range, converting zones overflows.
-    EARLIEST = datetime(1970, 1, 1, tzinfo=timezone.utc)
-    LATEST = datetime(9000, 1, 1, tzinfo=timezone.utc)
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(default_timezone=timezone.utc, **kwargs)
-
-    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> datetime:
-        moment = super()._deserialize(value, attr, data, **kwargs)
-        try:
-            moment = moment.astimezone(timezone.utc)
-        except OverflowError:
-            moment = None
-        if moment is None or not self.EARLIEST <= moment <= self.LATEST:
-            raise ma.ValidationError("Must be between 1970-01-01 and 9000-01-01.")
-        return moment
-
-
-def _utc_datetime(**kwargs: Any) -> UTCTimeField:
-    return UTCTimeField(**kwargs)
-
-
-class StrictSchema(ma.Schema):
-    """Unknown fields are errors; read-only fields sent by a client are ignored."""
-
-    class Meta:
-        unknown = ma.RAISE
-
-    @ma.pre_load
-    def _drop_read_only(self, data: Any, **kwargs: Any) -> Any:
-        if not isinstance(data, dict):
-            return data
-        read_only = {name for name, field in self.fields.items() if field.dump_only}
-        return {key: value for key, value in data.items() if key not in read_only}
-
+# INT_MAX is re-exported: views and the pagination import it from here with the schemas.
+from .schema_fields import INT_MAX, Count, QueryId, StrictSchema, Text, UTCTimeField, check_storable  # noqa: F401
 
 # --- actions -------------------------------------------------------------------
 
@@ -306,10 +220,10 @@ class TaskSchema(StrictSchema):
 
     status = fields.String(dump_only=True, metadata={"enum": list(TASK_STATUSES)})
     retry_count = fields.Integer(dump_only=True)
-    last_run_at = _utc_datetime(dump_only=True, allow_none=True)
-    next_run_at = _utc_datetime(dump_only=True, allow_none=True)
-    created_at = _utc_datetime(dump_only=True)
-    updated_at = _utc_datetime(dump_only=True)
+    last_run_at = UTCTimeField(dump_only=True, allow_none=True)
+    next_run_at = UTCTimeField(dump_only=True, allow_none=True)
+    created_at = UTCTimeField(dump_only=True)
+    updated_at = UTCTimeField(dump_only=True)
 
     @ma.validates("cron_expression")
     def _check_cron(self, value: str | None, **kwargs: Any) -> None:
@@ -357,9 +271,9 @@ class RunSchema(ma.Schema):
     attempt = fields.Integer()
     trigger = fields.String(metadata={"enum": list(RUN_TRIGGERS)})
     status = fields.String(metadata={"enum": list(RUN_STATUSES)})
-    scheduled_for = _utc_datetime()
-    started_at = _utc_datetime(allow_none=True)
-    finished_at = _utc_datetime(allow_none=True)
+    scheduled_for = UTCTimeField()
+    started_at = UTCTimeField(allow_none=True)
+    finished_at = UTCTimeField(allow_none=True)
     duration_seconds = fields.Float(allow_none=True)
     exit_code = fields.Integer(allow_none=True)
     http_status = fields.Integer(allow_none=True)
@@ -379,8 +293,8 @@ class RunSummarySchema(RunSchema):
 class TimeWindowArgsSchema(PageArgsSchema):
     """A page of a list that ``since`` and ``until`` bound (both inclusive)."""
 
-    since = _utc_datetime()
-    until = _utc_datetime()
+    since = UTCTimeField()
+    until = UTCTimeField()
 
 
 class RunQueryArgsSchema(TimeWindowArgsSchema):
@@ -425,11 +339,11 @@ class RunStatsSchema(ma.Schema):
 class NextRunSchema(ma.Schema):
     task_id = fields.Integer()
     name = fields.String()
-    next_run_at = _utc_datetime()
+    next_run_at = UTCTimeField()
 
 
 class SchedulerStatsSchema(ma.Schema):
-    last_tick_at = _utc_datetime(allow_none=True)
+    last_tick_at = UTCTimeField(allow_none=True)
 
 
 class StatsSchema(ma.Schema):
@@ -443,7 +357,7 @@ class PreviewArgsSchema(ma.Schema):
     cron_expression = Text(required=True, validate=validate.Length(min=1, max=200))
     timezone = Text(load_default="UTC", validate=validate.Length(min=1, max=64))
     count = fields.Integer(load_default=5, validate=validate.Range(min=1, max=100))
-    start = _utc_datetime(load_default=None)
+    start = UTCTimeField(load_default=None)
 
     @ma.validates_schema
     def _check_expression(self, data: dict[str, Any], **kwargs: Any) -> None:
@@ -459,7 +373,7 @@ class PreviewArgsSchema(ma.Schema):
 
 class PreviewSchema(ma.Schema):
     description = fields.String()
-    next_runs = fields.List(_utc_datetime())
+    next_runs = fields.List(UTCTimeField())
 
 
 class HealthSchema(ma.Schema):
