@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 import sqlalchemy as sa
 
-from appfactory import BASE_POSTGRES_URL, DATABASES, POSTGRES_SCHEMA, database_url, make_app, reset_database
+from tests.appfactory import BASE_POSTGRES_URL, DATABASES, POSTGRES_SCHEMA, database_url, make_app, reset_database
 from scheduler_service.auth import issue_token
 from scheduler_service.extensions import db
 
 # Engine fixtures (runs_of, task_row, wait_until, gone) for tests/engine and tests/ops.
-pytest_plugins = ("engine_fixtures",)
+pytest_plugins = ("tests.engine_fixtures",)
 
 
 @pytest.fixture(scope="session", autouse=True)

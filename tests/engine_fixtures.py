@@ -7,7 +7,7 @@ import sqlalchemy as sa
 
 from scheduler_service.extensions import db
 from scheduler_service.models import Run, Task
-from waiting import process_gone, wait_until as _wait_until
+from tests.waiting import process_gone, wait_until as _wait_until
 
 
 @pytest.fixture

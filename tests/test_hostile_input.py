@@ -40,7 +40,7 @@ from schemathesis.config import SchemathesisConfig
 from schemathesis.core.failures import FailureGroup
 from schemathesis.specs.openapi.checks import response_schema_conformance
 
-from appfactory import database_url, make_app, reset_database
+from tests.appfactory import database_url, make_app, reset_database
 from scheduler_service.auth import issue_token
 from scheduler_service.extensions import db
 from scheduler_service.models import Run, Task

@@ -15,6 +15,7 @@ from scheduler_service.extensions import db
 from scheduler_service.models import AuditEntry, Run, Task
 from scheduler_service.task_files import InvalidDocument, Problem, check_graph, dump_yaml, load_yaml
 from scheduler_service.task_files_store import Change, plan
+from tests.api.api_helpers import make_task
 
 READ_ONLY = {"id", "status", "retry_count", "last_run_at", "next_run_at", "created_at", "updated_at"}
 SETTABLE = [
@@ -98,13 +99,6 @@ def database_state(app) -> list[tuple]:
         edges = db.session.execute(sa.text("SELECT child_id, parent_id FROM task_dependency ORDER BY 1, 2")).all()
         audits = db.session.execute(sa.select(sa.func.count()).select_from(AuditEntry)).scalar_one()
         return [tuple(row) for row in tasks] + [tuple(row) for row in edges] + [("audit", audits)]
-
-
-def make_task(client, **fields) -> dict:
-    body = {"cron_expression": "*/5 * * * *", "action": {"type": "http", "url": "http://example.com/hook"}, **fields}
-    response = client.post("/api/tasks/", json=body)
-    assert response.status_code == 201, response.get_json()
-    return response.get_json()
 
 
 def problem_lines(result) -> list[str]:

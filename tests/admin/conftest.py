@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 from werkzeug.security import generate_password_hash
 
-from admin_helpers import ADMIN_NAME, ADMIN_PASSWORD, csrf_of
+from tests.admin.admin_helpers import ADMIN_NAME, ADMIN_PASSWORD, csrf_of
 from scheduler_service.admin.models import AdminUser
 from scheduler_service.extensions import db
 

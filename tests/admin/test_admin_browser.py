@@ -22,8 +22,8 @@ import pytest
 import sqlalchemy as sa
 from werkzeug.serving import make_server
 
-from admin_helpers import ADMIN_NAME, ADMIN_PASSWORD
-from appfactory import make_app, reset_database
+from tests.admin.admin_helpers import ADMIN_NAME, ADMIN_PASSWORD
+from tests.appfactory import make_app, reset_database
 from scheduler_service import services
 from scheduler_service.admin.accounts import create_admin
 from scheduler_service.extensions import db, scheduler

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from admin_helpers import ADMIN_NAME, csrf_of, task_form, text_of
+from tests.admin.admin_helpers import ADMIN_NAME, csrf_of, task_form, text_of
 
 
 def _create(web, name: str, **fields) -> int:

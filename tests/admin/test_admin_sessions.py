@@ -12,8 +12,8 @@ from datetime import datetime, timedelta, timezone
 import pytest
 import sqlalchemy as sa
 
-from admin_helpers import ADMIN_NAME, ADMIN_PASSWORD, csrf_of, task_form, text_of
-from appfactory import make_app
+from tests.admin.admin_helpers import ADMIN_NAME, ADMIN_PASSWORD, csrf_of, task_form, text_of
+from tests.appfactory import make_app
 from scheduler_service.admin import throttle
 from scheduler_service.admin.accounts import create_admin, find_admin, set_password
 from scheduler_service.admin.models import AdminSession, LoginFailure

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from markupsafe import escape
 from werkzeug.datastructures import MultiDict
 
-from admin_helpers import ADMIN_NAME, ADMIN_PASSWORD, csrf_of, field_errors, task_form, text_of
+from tests.admin.admin_helpers import ADMIN_NAME, ADMIN_PASSWORD, csrf_of, field_errors, task_form, text_of
 from scheduler_service.admin import dashboard
 from scheduler_service.admin.accounts import find_admin
 from scheduler_service.admin.models import AdminUser

@@ -122,6 +122,9 @@ def task_payload(**overrides) -> dict:
     return body
 
 
+SHELL_TRUE = {"type": "shell", "command": "true"}
+
+
 def make_task(client, **overrides) -> dict:
     """POST a valid task (with overrides); return the created task's JSON."""
     response = client.post("/api/tasks/", json=task_payload(**overrides))
@@ -170,7 +173,7 @@ def count_rows(app, model, **where) -> int:
 def shared_client(tmp_path_factory, **config) -> Iterator:
     """A module-wide SQLite app and authenticated client, for endpoints that store nothing
     (preview, OpenAPI, docs, routing errors): building an app per test is what costs time."""
-    from appfactory import make_app, reset_database
+    from tests.appfactory import make_app, reset_database
 
     app = make_app(f"sqlite:///{tmp_path_factory.mktemp('shared') / 'test.db'}", **config)
     reset_database(app)

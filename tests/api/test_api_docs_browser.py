@@ -16,7 +16,7 @@ from types import SimpleNamespace
 import pytest
 from werkzeug.serving import make_server
 
-from appfactory import make_app, reset_database
+from tests.appfactory import make_app, reset_database
 from scheduler_service.extensions import db
 
 pytestmark = pytest.mark.slow

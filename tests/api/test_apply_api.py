@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from api_helpers import assert_json_error, field_errors, make_task
+from tests.api.api_helpers import assert_json_error, field_errors, make_task
 from scheduler_service.auth import issue_token
 from scheduler_service.extensions import db
 from scheduler_service.models import AuditEntry, Task

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-from api_helpers import count_rows, make_task, task_payload
+from tests.api.api_helpers import count_rows, make_task, task_payload
 from scheduler_service.auth import issue_token
 from scheduler_service.models import AuditEntry
 

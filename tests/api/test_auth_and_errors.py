@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from api_helpers import Failures, assert_json_error, count_rows, describe, make_task, shared_client, task_payload
+from tests.api.api_helpers import Failures, assert_json_error, count_rows, describe, make_task, shared_client, task_payload
 from scheduler_service import create_app
 from scheduler_service.auth import issue_token, revoke_token
 from scheduler_service.models import Task

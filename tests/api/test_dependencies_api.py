@@ -1,7 +1,7 @@
 """depends_on: unknown ids, the task itself and cycles are 422; dependency-only tasks have no next run."""
 from __future__ import annotations
 
-from api_helpers import add_run, count_rows, error_at, field_errors, make_task, task_payload
+from tests.api.api_helpers import add_run, count_rows, error_at, field_errors, make_task, task_payload
 from scheduler_service.models import Task
 
 

@@ -6,7 +6,7 @@ import ipaddress
 
 import pytest
 
-from api_helpers import Failures, count_rows, describe, error_at, field_errors, make_task, task_payload
+from tests.api.api_helpers import Failures, count_rows, describe, error_at, field_errors, make_task, task_payload
 from scheduler_service.models import Task
 
 METADATA = "http://169.254.169.254/latest/meta-data/iam/security-credentials/"

@@ -15,8 +15,8 @@ from html import unescape
 import pytest
 from werkzeug.serving import make_server
 
-from api_helpers import Failures, assert_json_error, count_rows, describe, task_payload
-from appfactory import make_app
+from tests.api.api_helpers import Failures, assert_json_error, count_rows, describe, task_payload
+from tests.appfactory import make_app
 from scheduler_service.extensions import db
 from scheduler_service.models import Task
 

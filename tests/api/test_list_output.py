@@ -11,7 +11,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.orm import selectinload
 
-from api_helpers import UTC, add_run, describe, make_task, set_task
+from tests.api.api_helpers import UTC, add_run, describe, make_task, set_task
 from scheduler_service.extensions import db
 from scheduler_service.models import Run, Task
 from scheduler_service.schemas import LIST_OUTPUT_CHARS, RunSummarySchema, TaskSchema

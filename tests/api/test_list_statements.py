@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from api_helpers import add_run, describe, make_task
-from statements import counted_statements
+from tests.api.api_helpers import add_run, describe, make_task
+from tests.statements import counted_statements
 
 # tasks: the page, and the parents of its tasks; logs: the page (task names joined in).
 # The bearer token is checked once per process every few seconds, so it costs nothing here.

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from api_helpers import (
+from tests.api.api_helpers import (
     HUGE_ID, RUN_FIELDS, UTC, Failures, add_run, call, assert_json_error, describe, error_at, field_errors, make_task,
     parse_time,
 )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 
-from api_helpers import (
+from tests.api.api_helpers import (
     Failures, add_run, call, describe, error_at, field_errors, make_task, set_task,
 )
 from scheduler_service.extensions import db

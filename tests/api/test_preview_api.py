@@ -7,7 +7,7 @@ from datetime import timedelta
 
 import pytest
 
-from api_helpers import Failures, call, describe, error_at, field_errors, now, parse_time, shared_client
+from tests.api.api_helpers import Failures, call, describe, error_at, field_errors, now, parse_time, shared_client
 
 
 @pytest.fixture(scope="module")

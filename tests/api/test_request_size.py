@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from api_helpers import assert_json_error, count_rows, make_task, task_payload
+from tests.api.api_helpers import assert_json_error, count_rows, make_task, task_payload
 from scheduler_service.models import Task
 
 

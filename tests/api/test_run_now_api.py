@@ -1,7 +1,7 @@
 """POST /api/tasks/{id}/run/: 202 with a pending manual run; 409 under forbid while one is active."""
 from __future__ import annotations
 
-from api_helpers import (
+from tests.api.api_helpers import (
     RUN_FIELDS, assert_json_error, count_rows, describe, make_task, now, parse_time, set_task,
 )
 from scheduler_service.models import Run

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from api_helpers import assert_json_error, count_rows, make_task, task_payload
+from tests.api.api_helpers import assert_json_error, count_rows, make_task, task_payload
 from scheduler_service.auth import issue_token
 from scheduler_service.extensions import db
 from scheduler_service.models import ApiToken, AuditEntry, Run, Task

@@ -2,7 +2,7 @@
 "***" everywhere; a write that sends "***" back keeps the stored value."""
 from __future__ import annotations
 
-from api_helpers import error_at, field_errors, make_task, task_payload
+from tests.api.api_helpers import error_at, field_errors, make_task, task_payload
 from scheduler_service.extensions import db
 from scheduler_service.models import Task
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from api_helpers import add_run, assert_json_error, describe, make_task, parse_time, set_task
+from tests.api.api_helpers import add_run, assert_json_error, describe, make_task, parse_time, set_task
 
 EMPTY_STATS = {
     "tasks": {"total": 0, "enabled": 0,

@@ -10,7 +10,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 import sqlalchemy as sa
 
-from api_helpers import add_run, describe, make_task, set_task
+from tests.api.api_helpers import add_run, describe, make_task, set_task
 from scheduler_service import run_counts
 from scheduler_service.engine.records import Outcome, RunResult
 from scheduler_service.engine.leases import recover_lost_runs

@@ -4,7 +4,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from api_helpers import (
+from tests.api.api_helpers import (
     HUGE_ID, TASK_FIELDS, UTC, Failures, add_run, assert_json_error, bracketed_next, count_rows, describe,
     field_errors, make_task, now, parse_time, set_task, task_payload,
 )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 
-from api_helpers import (
+from tests.api.api_helpers import (
     TASK_FIELDS, Failures, add_run, assert_json_error, count_rows, describe, error_at, field_errors, make_task,
     task_payload,
 )

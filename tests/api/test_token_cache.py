@@ -82,7 +82,7 @@ def test_a_lookup_that_began_before_a_revoke_does_not_trust_its_token_after_it()
 
 
 def test_each_app_has_its_own_cache(app, token, tmp_path):
-    from appfactory import make_app
+    from tests.appfactory import make_app
 
     assert _status(app, token) == 200
     other = make_app(f"sqlite:///{tmp_path / 'other.db'}")

@@ -1,13 +1,14 @@
 """Fixtures for tests that run the real engine: a scheduler in this process, fast ticks."""
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from scheduler_service.extensions import scheduler
+from tests.api import api_helpers
+from tests.api.api_helpers import SHELL_TRUE
 
 
 @pytest.fixture
@@ -28,11 +29,7 @@ def make_task(client):
     """POST a task with quick-test defaults; returns its JSON."""
 
     def make(**fields):
-        body = {"name": f"task-{time.monotonic_ns()}", "action": {"type": "shell", "command": "true"}}
-        body.update(fields)
-        response = client.post("/api/tasks/", json=body)
-        assert response.status_code == 201, response.get_json()
-        return response.get_json()
+        return api_helpers.make_task(client, **{"cron_expression": None, "action": SHELL_TRUE, **fields})
 
     return make
 

@@ -19,8 +19,8 @@ from scheduler_service.engine import containment
 from scheduler_service.engine.containment import RunCgroups, find_pids_cgroup, jailed_command
 from scheduler_service.engine.executors import ShellExecutor, executors_with, execute_action
 from scheduler_service.engine.scheduler import _shell_cgroups
-from processes import running
-from waiting import wait_until
+from tests.processes import running
+from tests.waiting import wait_until
 
 V1_MOUNTINFO = """\
 31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755

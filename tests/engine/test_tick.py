@@ -11,7 +11,7 @@ from scheduler_service.engine.recording import finish_run, finish_runs
 from scheduler_service.engine.tick import tick
 from scheduler_service.extensions import db
 from scheduler_service.models import Run, Task
-from statements import counted_statements
+from tests.statements import counted_statements
 
 UTC = timezone.utc
 

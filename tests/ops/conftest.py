@@ -1,15 +1,15 @@
 """Fixtures for the operations tests: the real engine in this process, and a real webhook receiver."""
 from __future__ import annotations
 
-import time
-
 import pytest
 import sqlalchemy as sa
 
 from scheduler_service import ops
 from scheduler_service.extensions import db, scheduler
 from scheduler_service.models import Task
-from ops_helpers import WEBHOOK_SECRET, Webhook
+from tests.api import api_helpers
+from tests.api.api_helpers import SHELL_TRUE
+from tests.ops.ops_helpers import WEBHOOK_SECRET, Webhook
 
 
 @pytest.fixture
@@ -34,12 +34,7 @@ def make_task(client):
     """POST a task (by default yearly: it runs when a test says so); returns its JSON."""
 
     def make(**fields):
-        body = {"name": f"task-{time.monotonic_ns()}", "cron_expression": "0 0 1 1 *",
-                "action": {"type": "shell", "command": "true"}}
-        body.update(fields)
-        response = client.post("/api/tasks/", json=body)
-        assert response.status_code == 201, response.get_json()
-        return response.get_json()
+        return api_helpers.make_task(client, **{"cron_expression": "0 0 1 1 *", "action": SHELL_TRUE, **fields})
 
     return make
 

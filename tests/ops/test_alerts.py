@@ -8,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 import sqlalchemy as sa
 
-from ops_helpers import WEBHOOK_SECRET, Webhook, free_port
+from tests.ops.ops_helpers import WEBHOOK_SECRET, Webhook, free_port
 from scheduler_service.config import ConfigError, load_settings
 from scheduler_service.engine.records import FinishedRun
 from scheduler_service.extensions import db

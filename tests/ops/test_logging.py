@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from ops_helpers import WEBHOOK_SECRET
+from tests.ops.ops_helpers import WEBHOOK_SECRET
 from scheduler_service.config import ConfigError, load_settings
 from scheduler_service.logcontext import log_context
 from scheduler_service.ops.logging import redact

@@ -15,8 +15,8 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.exc import OperationalError
 
-from appfactory import make_app, reset_database
-from ops_helpers import free_port
+from tests.appfactory import make_app, reset_database
+from tests.ops.ops_helpers import free_port
 from scheduler_service.auth import issue_token
 from scheduler_service.config import ConfigError, load_settings
 from scheduler_service.engine.tick import TickReport

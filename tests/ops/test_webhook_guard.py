@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from ops_helpers import WEBHOOK_SECRET
+from tests.ops.ops_helpers import WEBHOOK_SECRET
 from scheduler_service.extensions import db
 from scheduler_service.ops.delivery import AlertSender
 from scheduler_service.ops.models import Alert

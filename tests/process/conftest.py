@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from waiting import wait_until
+from tests.waiting import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -15,7 +15,7 @@ from datetime import timedelta
 import pytest
 import sqlalchemy as sa
 
-from processes import running
+from tests.processes import running
 from scheduler_service.engine.containment import RunCgroups
 from scheduler_service.extensions import db
 from scheduler_service.models import Run, Task
