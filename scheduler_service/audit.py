@@ -9,6 +9,7 @@ admin sets ``admin:USER``); outside a request, the CLI: ``cli``.
 """
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from flask import g, has_app_context
@@ -21,7 +22,8 @@ CLI_ACTOR = "cli"
 
 #: The task fields a person sets, in the API's order: what a diff compares.
 TASK_FIELDS = (
-    "name", "description", "cron_expression", "timezone", "enabled", "depends_on", "action",
+    "name", "description", "cron_expression", "interval_seconds", "run_at", "timezone", "calendar",
+    "jitter_seconds", "catchup", "enabled", "depends_on", "action",
     "timeout_seconds", "max_retries", "retry_delay_seconds", "retry_max_delay_seconds",
     "concurrency_policy", "misfire_grace_seconds", "notify",
 )
@@ -42,7 +44,11 @@ _MASKED = {"action": mask_action, "notify": mask_notify}
 
 def task_snapshot(task: Task) -> dict[str, Any]:
     """The fields of ``task`` a diff compares, secrets in clear: ``diff`` masks what it records."""
-    return {field: getattr(task, field) for field in TASK_FIELDS}
+    return {field: _json_value(getattr(task, field)) for field in TASK_FIELDS}
+
+
+def _json_value(value: Any) -> Any:
+    return value.isoformat() if isinstance(value, datetime) else value
 
 
 def diff(before: dict[str, Any] | None, after: dict[str, Any] | None) -> dict[str, list[Any]]:

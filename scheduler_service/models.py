@@ -36,8 +36,9 @@ TASK_STATUSES = ("pending", "running", "success", "failed", "retrying")
 RUN_STATUSES = ("pending", "running", "success", "failed", "skipped")
 # A run in one of these is over: it is a task's outcome, and retention may delete it.
 FINISHED_RUN_STATUSES = ("success", "failed", "skipped")
-RUN_TRIGGERS = ("schedule", "retry", "manual", "dependency")
+RUN_TRIGGERS = ("schedule", "retry", "manual", "dependency", "backfill")
 CONCURRENCY_POLICIES = ("forbid", "allow")
+CATCHUP_POLICIES = ("latest", "all", "none")
 
 task_dependencies = sa.Table(
     "task_dependency",
@@ -54,8 +55,19 @@ class Task(db.Model):
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(sa.String(200), unique=True)
     description: Mapped[str] = mapped_column(sa.Text, default="")
+    # At most one of cron_expression, interval_seconds and run_at (engine/schedules.py).
     cron_expression: Mapped[str | None] = mapped_column(sa.String(200))
+    interval_seconds: Mapped[int | None]
+    run_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # When the current schedule was set: interval slots fall at anchor + k * interval.
+    # Null only if a row was written without one (tasks made before it existed have their creation time).
+    schedule_anchor: Mapped[datetime | None] = mapped_column(UTCDateTime, default=utcnow)
     timezone: Mapped[str] = mapped_column(sa.String(64), default="UTC")
+    # A calendar's name. No foreign key: adding one on SQLite rebuilds the table, and dropping the
+    # old table would cascade to every run. calendars.py and services.py keep the reference whole.
+    calendar: Mapped[str | None] = mapped_column(sa.String(100), index=True)
+    jitter_seconds: Mapped[int] = mapped_column(default=0, server_default="0")
+    catchup: Mapped[str] = mapped_column(sa.String(8), default="latest", server_default="latest")
     enabled: Mapped[bool] = mapped_column(default=True)
     action: Mapped[dict[str, Any]] = mapped_column(sa.JSON)
     timeout_seconds: Mapped[int | None]  # None: no timeout (the API's default is 3600)
@@ -76,7 +88,10 @@ class Task(db.Model):
     # conditional UPDATE, which is atomic across processes.
     active_runs: Mapped[int] = mapped_column(default=0)
     last_run_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    next_run_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    next_run_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # the next slot
+    # When the engine starts that slot: next_run_at plus the jitter drawn for it. What the tick's
+    # due queries read; equal to next_run_at for a task without jitter.
+    due_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     next_retry_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
@@ -101,8 +116,8 @@ class Task(db.Model):
 
     __table_args__ = (
         # The tick's due-work queries: scheduled slots and retries. The id makes the order
-        # (next_run_at, id) the index's own, so that tasks sharing a slot need no sort.
-        sa.Index("ix_task_due", "enabled", "next_run_at", "id"),
+        # (due_at, id) the index's own, so that tasks sharing a slot need no sort.
+        sa.Index("ix_task_due", "enabled", "due_at", "id"),
         sa.Index("ix_task_retry_due", "status", "next_retry_at"),
     )
 
@@ -110,8 +125,21 @@ class Task(db.Model):
     def depends_on(self) -> list[int]:
         return [parent.id for parent in self.parents]
 
+    @property
+    def has_schedule(self) -> bool:
+        return self.cron_expression is not None or self.interval_seconds is not None or self.run_at is not None
+
     def __repr__(self) -> str:
         return f"<Task {self.id} {self.name!r}>"
+
+
+@sa.event.listens_for(Task.next_run_at, "set", propagate=True)
+def _draw_jitter(task: Task, slot: datetime | None, old: Any, initiator: Any) -> None:
+    """Every ORM write of a task's next slot sets when it comes due: the slot plus the jitter
+    drawn for it (engine/schedules.py). The engine's Core statements write both themselves."""
+    from .engine.schedules import jitter_offset  # the engine's modules import this one
+
+    task.due_at = None if slot is None else slot + jitter_offset(task.id or 0, slot, task.jitter_seconds or 0)
 
 
 class Run(db.Model):
@@ -154,6 +182,22 @@ class Run(db.Model):
 
     def __repr__(self) -> str:
         return f"<Run {self.id} task={self.task_id} attempt={self.attempt} {self.status}>"
+
+
+class Calendar(db.Model):
+    """Days on which the tasks that name this calendar have no slots (engine/schedules.py)."""
+
+    __tablename__ = "calendar"
+
+    name: Mapped[str] = mapped_column(sa.String(100), primary_key=True)
+    description: Mapped[str] = mapped_column(sa.Text, default="")
+    exclude_dates: Mapped[list[str]] = mapped_column(sa.JSON, default=list)  # ISO dates, sorted
+    exclude_weekdays: Mapped[list[int]] = mapped_column(sa.JSON, default=list)  # ISO weekdays, 1 = Monday
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+    def __repr__(self) -> str:
+        return f"<Calendar {self.name!r}>"
 
 
 class TaskRunCounts(db.Model):

@@ -27,9 +27,9 @@ class Refused(Exception):
 
 
 class NotFound(Refused):
-    """No ``kind`` ("task", "run") with the id ``key``."""
+    """No ``kind`` ("task", "run", "calendar") with the id (or name) ``key``."""
 
-    def __init__(self, kind: str, key: int) -> None:
+    def __init__(self, kind: str, key: int | str) -> None:
         super().__init__(f"{kind} {key} not found")
         self.kind = kind
         self.key = key

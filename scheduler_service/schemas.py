@@ -12,7 +12,7 @@ from . import outbound
 from .engine import cron
 from .engine.executors.guard_rails import ENV_NAME, ENV_NAME_RULE, callable_refusal
 from .masking import mask_action, mask_notify
-from .models import CONCURRENCY_POLICIES, RUN_STATUSES, RUN_TRIGGERS, TASK_STATUSES
+from .models import CATCHUP_POLICIES, CONCURRENCY_POLICIES, RUN_STATUSES, RUN_TRIGGERS, TASK_STATUSES
 # INT_MAX is re-exported: views and the pagination import it from here with the schemas.
 from .schema_fields import INT_MAX, Count, QueryId, StrictSchema, Text, UTCTimeField, check_storable  # noqa: F401
 
@@ -205,7 +205,13 @@ class TaskSchema(StrictSchema):
     name = Text(required=True, validate=validate.Length(min=1, max=200))
     description = Text(load_default="", validate=validate.Length(max=10000))
     cron_expression = Text(load_default=None, allow_none=True, validate=validate.Length(min=1, max=200))
+    interval_seconds = Count(minimum=1, load_default=None, allow_none=True)
+    run_at = UTCTimeField(load_default=None, allow_none=True, metadata={"description": "a one-off task's time"})
+    schedule_anchor = UTCTimeField(dump_only=True)
     timezone = Text(load_default="UTC", validate=validate.Length(min=1, max=64))
+    calendar = Text(load_default=None, allow_none=True, validate=validate.Length(min=1, max=100))
+    jitter_seconds = fields.Integer(strict=True, load_default=0, validate=validate.Range(min=0, max=3600))
+    catchup = fields.String(load_default="latest", validate=validate.OneOf(CATCHUP_POLICIES))
     enabled = fields.Boolean(load_default=True)
     depends_on = fields.List(Count(minimum=1), load_default=list)
     action = ActionField(required=True)

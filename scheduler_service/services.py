@@ -14,7 +14,6 @@ import sqlalchemy as sa
 
 from . import audit
 from .clock import utcnow
-from .engine import cron
 from .engine.active_runs import active_run_clause
 from .engine.dependencies import find_cycle
 from .extensions import db, scheduler
@@ -22,15 +21,12 @@ from .masking import MaskError, restore_action, restore_notify
 from .models import Run, Task, task_dependencies
 from .refusals import Conflict, Invalid
 from .run_rows import NewRuns
+from .task_schedules import anchor_at, reschedule, schedule_problems, set_next_slot
 
-SCHEDULE_FIELDS = ("cron_expression", "timezone", "enabled")
-
-
-def next_slot(task: Task, now: datetime) -> datetime | None:
-    """The first slot strictly after ``now``, or None for a disabled or dependency-only task."""
-    if not task.enabled or task.cron_expression is None:
-        return None
-    return cron.next_fire_time(task.cron_expression, task.timezone, now)
+# A change of one of these sets the schedule again from now, and moves its anchor.
+ANCHOR_FIELDS = ("cron_expression", "interval_seconds", "run_at", "timezone")
+# A change of one of these starts the schedule again from now (missed slots are not run).
+SCHEDULE_FIELDS = (*ANCHOR_FIELDS, "calendar", "enabled")
 
 
 def _check_name_free(name: str, task_id: int | None) -> None:
@@ -63,19 +59,34 @@ def _resolve_parents(task_id: int | None, parent_ids: list[int]) -> list[Task]:
     return [by_id[parent_id] for parent_id in wanted]
 
 
-def _check_cron_or_parents(cron_expression: str | None, parents: list[Task]) -> None:
-    if cron_expression is None and not parents:
-        raise Invalid("cron_expression", "Required unless the task has depends_on.")
+def _check_schedule(task: Task | None, data: dict[str, Any], parents: list[Task], now: datetime) -> None:
+    """Refuse a schedule that is not one (see ``schedule_problems``) before anything is written."""
+    def value(field: str) -> Any:
+        return data[field] if field in data else getattr(task, field, None)
+
+    values = {field: value(field) for field in ("cron_expression", "interval_seconds", "run_at", "calendar")}
+    run_at_changed = "run_at" in data and (task is None or data["run_at"] != task.run_at)
+    problems = schedule_problems(values, has_parents=bool(parents), run_at_changed=run_at_changed, now=now)
+    if problems:
+        raise Invalid(*problems[0])
 
 
 def assign(task: Task, values: dict[str, Any], now: datetime) -> None:
     """Set ``values`` on ``task``; a change of its schedule starts it again from ``now``
     (missed slots are not run), any other change keeps the slot it is due at."""
-    schedule_changed = any(field in values and values[field] != getattr(task, field) for field in SCHEDULE_FIELDS)
+    def changed(fields: tuple[str, ...]) -> bool:
+        return any(field in values and values[field] != getattr(task, field) for field in fields)
+
+    anchor_moved, schedule_changed = changed(ANCHOR_FIELDS), changed(SCHEDULE_FIELDS)
+    jitter_changed = changed(("jitter_seconds",))
     for field, value in values.items():
         setattr(task, field, value)
+    if anchor_moved:
+        task.schedule_anchor = anchor_at(now)
     if schedule_changed:
-        task.next_run_at = next_slot(task, now)
+        reschedule(task, now)
+    elif jitter_changed:
+        set_next_slot(task, task.next_run_at)  # the same slot, with a delay drawn from the new jitter
 
 
 def restore_secrets(data: dict[str, Any], stored: Task | None) -> None:
@@ -93,11 +104,12 @@ def create_task(data: dict[str, Any]) -> Task:
     _check_name_free(data["name"], None)
     restore_secrets(data, None)
     parents = _resolve_parents(None, data.pop("depends_on"))
-    _check_cron_or_parents(data.get("cron_expression"), parents)
-    task = Task(**data, parents=parents)
-    task.next_run_at = next_slot(task, utcnow())
+    now = utcnow()
+    _check_schedule(None, data, parents, now)
+    task = Task(**data, parents=parents, schedule_anchor=anchor_at(now))
     db.session.add(task)
-    db.session.flush()  # the id, for the audit entry
+    db.session.flush()  # the id: the audit entry's, and the one the jitter is drawn from
+    reschedule(task, now)
     audit.record("create", task.id, audit.diff(None, audit.task_snapshot(task)))
     db.session.commit()
     scheduler.wake()
@@ -110,9 +122,10 @@ def update_task(task: Task, data: dict[str, Any]) -> Task:
         _check_name_free(data["name"], task.id)
     restore_secrets(data, task)
     parents = _resolve_parents(task.id, data.pop("depends_on")) if "depends_on" in data else task.parents
-    _check_cron_or_parents(data.get("cron_expression", task.cron_expression), parents)
+    now = utcnow()
+    _check_schedule(task, data, parents, now)
     before = audit.task_snapshot(task)
-    assign(task, data, utcnow())
+    assign(task, data, now)
     task.parents = parents
     changes = audit.diff(before, audit.task_snapshot(task))
     if changes:  # a write that changes nothing is not a change
@@ -125,7 +138,7 @@ def update_task(task: Task, data: dict[str, Any]) -> Task:
 def toggle_task(task: Task) -> Task:
     task.enabled = not task.enabled
     # Enabling computes the next slot from now: missed slots are not run.
-    task.next_run_at = next_slot(task, utcnow())
+    reschedule(task, utcnow())
     audit.record("toggle", task.id, {"enabled": [not task.enabled, task.enabled]})
     db.session.commit()
     scheduler.wake()

@@ -21,9 +21,11 @@ import marshmallow as ma
 import yaml
 
 from .audit import TASK_FIELDS
+from .clock import utcnow
 from .engine.dependencies import find_cycle
 from .masking import MaskError, restore_action, restore_notify
 from .schemas import TaskSchema
+from .task_schedules import schedule_problems
 
 #: What a file says about a task: every field a person sets but the name, which is the key.
 FILE_FIELDS = tuple(field for field in TASK_FIELDS if field != "name")
@@ -275,7 +277,7 @@ def load_task(
 def check_graph(desired: Mapping[str, Mapping[str, Any]], file_names: set[str],
                 stored_parents: Mapping[str, list[str]], prune: bool) -> list[Problem]:
     """The rules that look across tasks: parents exist in the file or are kept in the database,
-    a task without cron has parents, and no cycle in the graph as it will be."""
+    and no cycle in the graph as it will be."""
     kept = {} if prune else {name: parents for name, parents in stored_parents.items() if name not in file_names}
     known = file_names | kept.keys()
     problems: list[Problem] = []
@@ -290,9 +292,6 @@ def check_graph(desired: Mapping[str, Mapping[str, Any]], file_names: set[str],
             problems.append(Problem(where, f"Unknown tasks (in neither the file nor the database): {_names(unknown)}."))
         if pruned:
             problems.append(Problem(where, f"Deleted by prune (not in the file): {_names(pruned)}."))
-        if desired[name]["cron_expression"] is None and not parents:
-            where = (DOCUMENT_KEY, name, "cron_expression")
-            problems.append(Problem(where, "Required unless the task has depends_on."))
     return problems + _cycles(desired, kept)
 
 
@@ -330,6 +329,10 @@ def read_document(document: Any, stored: Mapping[str, Mapping[str, Any]], prune:
         problems += task_problems
         if values is not None:
             desired[name] = values
+            # The API's schedule rules; a one-off already past is fine while the file keeps its time.
+            run_at_changed = values["run_at"] != (stored.get(name) or {}).get("run_at")
+            problems += [Problem((DOCUMENT_KEY, name, field), message) for field, message in schedule_problems(
+                values, has_parents=bool(values["depends_on"]), run_at_changed=run_at_changed, now=utcnow())]
     stored_parents = {name: values["depends_on"] for name, values in stored.items()}
     problems += check_graph(desired, set(bodies), stored_parents, prune)
     if problems:

@@ -20,7 +20,8 @@ from .clock import utcnow
 from .extensions import db, scheduler
 from .masking import mask_action, mask_notify
 from .models import Task
-from .services import assign, next_slot
+from .services import assign
+from .task_schedules import anchor_at, reschedule
 from .task_files import DOCUMENT_KEY, FILE_FIELDS, read_document
 
 ChangeKind = Literal["create", "update", "delete"]
@@ -127,14 +128,17 @@ def _write(changes: list[Change], desired: Mapping[str, Mapping[str, Any]], task
         # Parents are set once every new task exists, so that one file may create a whole chain.
         for change in changes:
             if change.change == "create":
+                tasks[change.task].schedule_anchor = anchor_at(now)
                 _set_fields(tasks[change.task], desired[change.task], FILE_FIELDS, tasks, now)
-                tasks[change.task].next_run_at = next_slot(tasks[change.task], now)
             elif change.change == "update":
                 _set_fields(tasks[change.task], desired[change.task], change.fields, tasks, now)
         for change in changes:
             if change.change == "delete":
                 db.session.delete(tasks[change.task])
-    db.session.flush()  # the new tasks' ids, for their audit entries
+    db.session.flush()  # the new tasks' ids: their audit entries', and the ones their jitter is drawn from
+    for change in changes:
+        if change.change == "create":
+            reschedule(tasks[change.task], now)
     for change in changes:
         if change.change == "delete":
             audit.record(AUDIT_ACTION, deleted_ids[change.task], audit.diff(before[change.task], None))

@@ -38,7 +38,7 @@ SETTINGS_VARIABLES = (
 )
 APP_TABLES = {
     "task", "run", "task_dependency", "api_token", "scheduler_state", "admin_user", "alert", "task_run_counts",
-    "audit_entry", "admin_session", "admin_login_failure",
+    "audit_entry", "admin_session", "admin_login_failure", "calendar",
 }
 ALL_TABLES = APP_TABLES | {"alembic_version"}
 
@@ -230,12 +230,22 @@ def test_downgrade_to_base_then_upgrade(empty_database, flask_db):
     assert schema_differences(empty_database) == []
 
 
+SCHEDULE_COLUMNS = {"interval_seconds", "run_at", "schedule_anchor", "calendar", "jitter_seconds", "catchup", "due_at"}
+
+
+def table_before_schedules() -> sa.Table:
+    """The task table as it was before the schedules migration (the model's defaults kept)."""
+    columns = [column._copy() for column in Task.__table__.columns if column.name not in SCHEDULE_COLUMNS]
+    return sa.Table("task", sa.MetaData(), *columns)
+
+
 def test_the_run_counts_migration_counts_the_runs_already_there(empty_database, flask_db):
     flask_db(empty_database, "upgrade", "f29b84058cde")  # the revision before task_run_counts
     slot = datetime(2026, 11, 28, 2, 0, tzinfo=timezone.utc)
     with connection_to(empty_database, write=True) as connection:
+        old_task = table_before_schedules()
         task_ids = connection.execute(
-            sa.insert(Task.__table__).returning(Task.__table__.c.id),
+            sa.insert(old_task).returning(old_task.c.id),
             [{"name": name, "cron_expression": "0 2 * * *", "action": {"type": "shell", "command": "true"}}
              for name in ("busy", "idle")],
         ).scalars().all()
@@ -277,3 +287,30 @@ def test_the_governance_migration_makes_existing_tokens_admin_and_keeps_them(emp
     row = dict(rows[0])
     assert str(row.pop("created_at")).startswith("2026-11-28 02:00:00")  # SQLite hands raw text back
     assert row == {"name": "ops", "token_hash": "a" * 64, "scope": "admin", "last_used_at": None}
+
+
+def test_the_schedules_migration_keeps_every_task_a_cron_task_due_when_it_was(empty_database, flask_db):
+    flask_db(empty_database, "upgrade", "43a6f76f4dbf")  # the revision before schedules
+    created = datetime(2026, 11, 1, 9, 30, 15, tzinfo=timezone.utc)
+    slot = datetime(2026, 11, 28, 2, 0, tzinfo=timezone.utc)
+    old_task = table_before_schedules()
+    with connection_to(empty_database, write=True) as connection:
+        connection.execute(sa.insert(old_task), [
+            {"name": "nightly", "cron_expression": "0 2 * * *", "action": {"type": "shell", "command": "true"},
+             "next_run_at": slot, "created_at": created, "updated_at": created},
+            {"name": "off", "cron_expression": "0 3 * * *", "action": {"type": "shell", "command": "true"},
+             "enabled": False, "next_run_at": None, "created_at": created, "updated_at": created},
+        ])
+
+    flask_db(empty_database, "upgrade")
+
+    with connection_to(empty_database) as connection:
+        tasks = connection.execute(sa.select(Task.__table__).order_by(Task.__table__.c.id)).mappings().all()
+    assert [
+        (t["name"], t["cron_expression"], t["interval_seconds"], t["run_at"], t["calendar"], t["jitter_seconds"],
+         t["catchup"], t["schedule_anchor"], t["next_run_at"], t["due_at"]) for t in tasks
+    ] == [
+        ("nightly", "0 2 * * *", None, None, None, 0, "latest", created, slot, slot),
+        ("off", "0 3 * * *", None, None, None, 0, "latest", created, None, None),
+    ]
+    assert schema_differences(empty_database) == []

@@ -17,9 +17,10 @@ from scheduler_service.task_files import InvalidDocument, Problem, check_graph, 
 from scheduler_service.task_files_store import Change, plan
 from tests.api.api_helpers import make_task
 
-READ_ONLY = {"id", "status", "retry_count", "last_run_at", "next_run_at", "created_at", "updated_at"}
+READ_ONLY = {"id", "status", "retry_count", "last_run_at", "next_run_at", "created_at", "updated_at", "schedule_anchor"}
 SETTABLE = [
-    "description", "cron_expression", "timezone", "enabled", "depends_on", "action", "timeout_seconds",
+    "description", "cron_expression", "interval_seconds", "run_at", "timezone", "calendar", "jitter_seconds",
+    "catchup", "enabled", "depends_on", "action", "timeout_seconds",
     "max_retries", "retry_delay_seconds", "retry_max_delay_seconds", "concurrency_policy",
     "misfire_grace_seconds", "notify",
 ]
@@ -303,7 +304,7 @@ tasks:
 """
     lines = problem_lines(apply_text(runner, tmp_path, text, ok=False))
     assert lines == [
-        "task 'a': cron_expression: Required unless the task has depends_on.",
+        "task 'a': cron_expression: Required unless the task has interval_seconds, run_at or depends_on.",
         "task 'b': depends_on: A task cannot depend on itself.",
     ]
 

@@ -133,9 +133,11 @@ def _finish_plan(result: RunResult, facts: Any, *, owner: str | None, expect_hea
     if outcome.succeeded:
         task_status, retry_count = "success", 0
     else:
+        # A backfill run starts a retry chain afresh, whatever its attempt number for the slot.
+        tries = 1 if facts.trigger == "backfill" else facts.attempt
         policy = RetryPolicy(facts.max_retries, facts.retry_delay_seconds, facts.retry_max_delay_seconds)
-        retry_at = policy.after_failure(facts.attempt, now)
-        task_status, retry_count = ("retrying", facts.attempt) if retry_at else ("failed", facts.max_retries)
+        retry_at = policy.after_failure(tries, now)
+        task_status, retry_count = ("retrying", tries) if retry_at else ("failed", facts.max_retries)
     move = {
         "b_id": facts.task_id, "b_status": task_status, "b_retry_count": retry_count, "b_retry_at": retry_at,
         "b_outcome": status,
@@ -156,7 +158,7 @@ def _trigger_dependents(parent_ids: list[int], now: datetime | None) -> None:
         if due_after_parents(_parent_outcomes(child_id), child_last_run):
             sql.execute(
                 sa.update(sql.task).where(sql.task.c.id == child_id, sql.task.c.next_run_at.is_(None))
-                .values(next_run_at=now, updated_at=sql.task.c.updated_at)
+                .values(next_run_at=now, due_at=now, updated_at=sql.task.c.updated_at)
             )
 
 

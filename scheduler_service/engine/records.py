@@ -35,8 +35,14 @@ class ClaimedRun:
     attempt: int
     action: dict[str, Any]
     timeout_seconds: int | None
-    trigger: str  # schedule, retry, manual or dependency
+    trigger: str  # schedule, retry, manual, dependency or backfill
     scheduled_for: datetime
+    # When the run was due to start: the slot plus the jitter drawn for it (None: the slot).
+    due_at: datetime | None = None
+
+    @property
+    def start_due_at(self) -> datetime:
+        return self.due_at or self.scheduled_for
 
 
 @dataclass(frozen=True)

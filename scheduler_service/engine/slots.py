@@ -1,7 +1,11 @@
-"""What to do with a task whose slot has come due: run it, skip it (and say why), or wait.
+"""What to do with a task whose slot has come due: run it, queue it, skip it (and say why), or wait.
 
-Pure: takes the task's values, its parents' states and ``now``; the tick turns
-the plan into database writes. Misfire, concurrency and dependency rules meet here.
+Pure: takes the task's values, its parents' states and ``now``; the tick turns the plan
+into database writes. Misfire, catch-up, jitter, concurrency and dependency rules meet here.
+
+Jitter shifts the task's clock: a slot drawn ``d`` seconds of jitter comes due ``d`` after
+the slot, and every rule below reads ``now - d`` as the time, so that jitter never makes a
+slot look missed.
 """
 from __future__ import annotations
 
@@ -9,28 +13,38 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from . import cron
 from .active_runs import has_active_run
 from .dependencies import ParentState, gate
+from .schedules import ONE_MICROSECOND, Schedule, jitter_offset
 
-ONE_MICROSECOND = timedelta(microseconds=1)
+# catchup "none": a slot the engine reaches later than this counts as missed during downtime.
+# On-time slots are reached within a second or two, a big burst in a few more.
+MISSED_AFTER = timedelta(seconds=15)
+# catchup "all" queues at most this many missed slots (the latest ones); older ones are skipped.
+MAX_CATCHUP_RUNS = 1000
 
 
 @dataclass(frozen=True)
 class DueTask:
     """The values of a task the rules read."""
 
-    cron_expression: str | None
-    timezone: str
-    next_run_at: datetime
+    task_id: int
+    schedule: Schedule
+    next_run_at: datetime  # the slot
+    due_at: datetime  # when it came due: the slot plus its jitter
     misfire_grace_seconds: int
     concurrency_policy: str
     active_runs: int
     status: str
+    catchup: str = "latest"
+    jitter_seconds: int = 0
 
     @property
     def is_active(self) -> bool:
         return has_active_run(self.active_runs, self.status)
+
+    def due_at_of(self, slot: datetime | None) -> datetime | None:
+        return None if slot is None else slot + jitter_offset(self.task_id, slot, self.jitter_seconds)
 
 
 @dataclass(frozen=True)
@@ -42,12 +56,15 @@ class Skip:
 
 @dataclass(frozen=True)
 class SlotPlan:
-    """``run_slot`` runs (if set); each of ``skips`` is logged as a skipped run;
-    ``next_run_at`` replaces the task's; ``wait`` means change nothing yet."""
+    """``run_slot`` runs now (if set); each of ``queue`` becomes a pending run, started one at
+    a time oldest first; each of ``skips`` is logged as a skipped run; ``next_run_at`` and
+    ``next_due_at`` replace the task's; ``wait`` means change nothing yet."""
 
     run_slot: datetime | None = None
+    queue: tuple[datetime, ...] = ()
     skips: tuple[Skip, ...] = ()
     next_run_at: datetime | None = None
+    next_due_at: datetime | None = None
     wait: bool = False
     wait_reason: str = ""
     trigger: str = "schedule"
@@ -58,49 +75,90 @@ def _fmt(moment: datetime) -> str:
 
 
 def plan_slot(task: DueTask, parents: Sequence[ParentState], now: datetime) -> SlotPlan:
-    """Decide what the tick does with ``task``, whose ``next_run_at`` is at or before ``now``."""
+    """Decide what the tick does with ``task``, whose ``due_at`` is at or before ``now``."""
     due = task.next_run_at
     forbid_active = task.concurrency_policy == "forbid" and task.is_active
 
-    if task.cron_expression is None:
+    if task.schedule.kind is None:
         # A dependency trigger is an event, not a slot: it is never missed, only delayed.
         if forbid_active:
             return SlotPlan(wait=True, wait_reason="previous run still active")
-        return SlotPlan(run_slot=due, next_run_at=None, trigger="dependency")
+        return SlotPlan(run_slot=due, trigger="dependency")
 
+    clock = now - (task.due_at - due)
     grace = timedelta(seconds=task.misfire_grace_seconds)
     decision = gate(parents) if parents else None
-    if decision is not None and decision.decision == "wait" and now - due <= grace:
-        # No slot since `due` can be past the grace yet: wait, without the cron arithmetic
+    if decision is not None and decision.decision == "wait" and clock - due <= grace:
+        # No slot since `due` can be past the grace yet: wait, without the slot arithmetic
         # (a task may wait for many ticks, and so may thousands of its siblings).
         return SlotPlan(wait=True, wait_reason=decision.reason)
 
-    expression, zone = task.cron_expression, task.timezone
-    next_slot = cron.next_fire_time(expression, zone, now)
-    latest = cron.previous_fire_time(expression, zone, now + ONE_MICROSECOND)
+    schedule = task.schedule
+    next_slot = schedule.next_after(clock)
+    advance = {"next_run_at": next_slot, "next_due_at": task.due_at_of(next_slot)}
+    latest = schedule.latest_until(clock)
     if latest is None or latest < due:
         latest = due
 
-    if now - latest > grace:
+    if clock - latest > grace:
         if decision is not None and decision.decision == "wait":
             skip = Skip(due, f"{decision.reason} past the misfire grace", decision.parent)
         else:
             # Every slot since `due` was missed by more than the grace: one row for the episode.
-            span = f"{_fmt(due)}" if latest == due else f"{_fmt(due)} to {_fmt(latest)}"
-            skip = Skip(due, f"missed slot {span}: more than {task.misfire_grace_seconds}s late")
-        return SlotPlan(skips=(skip,), next_run_at=next_slot)
+            skip = Skip(due, f"missed slot {_span(due, latest)}: more than {task.misfire_grace_seconds}s late")
+        return SlotPlan(skips=(skip,), **advance)
 
-    skips: tuple[Skip, ...] = ()
-    if latest > due and now - due > grace:
-        # Older slots are beyond the grace, the latest is not: log the older ones once, run the latest.
-        skips = (Skip(due, f"missed slots from {_fmt(due)}: more than {task.misfire_grace_seconds}s late; "
-                           f"the latest slot {_fmt(latest)} runs instead"),)
+    runs, skips = _catch_up(task, latest, clock, grace)
+    if not runs:
+        return SlotPlan(skips=skips, **advance)
     if decision is not None and decision.decision == "wait":
         return SlotPlan(wait=True, wait_reason=decision.reason)
     if decision is not None and decision.decision == "skip":
-        return SlotPlan(skips=skips + (Skip(latest, decision.reason, decision.parent),), next_run_at=next_slot)
-
+        return SlotPlan(skips=skips + (Skip(runs[-1], decision.reason, decision.parent),), **advance)
+    if len(runs) > 1:
+        return SlotPlan(queue=tuple(runs), skips=skips, **advance)
     if forbid_active:
-        return SlotPlan(skips=skips + (Skip(latest, "previous run still active (concurrency_policy forbid)"),),
-                        next_run_at=next_slot)
-    return SlotPlan(run_slot=latest, skips=skips, next_run_at=next_slot)
+        return SlotPlan(skips=skips + (Skip(runs[0], "previous run still active (concurrency_policy forbid)"),),
+                        **advance)
+    return SlotPlan(run_slot=runs[0], skips=skips, **advance)
+
+
+def _catch_up(task: DueTask, latest: datetime, clock: datetime, grace: timedelta
+              ) -> tuple[list[datetime], tuple[Skip, ...]]:
+    """The slots from ``task.next_run_at`` to ``latest`` (within the grace) that run, by the
+    task's catch-up policy, and the skipped row for those that do not."""
+    due = task.next_run_at
+    late = f"more than {task.misfire_grace_seconds}s late"
+    if task.catchup == "none":
+        on_time = clock - latest <= MISSED_AFTER
+        if latest == due and on_time:
+            return [latest], ()
+        last_missed = latest if not on_time else task.schedule.latest_until(latest - ONE_MICROSECOND) or due
+        skip = Skip(due, f"missed slot {_span(due, last_missed)}: not run (catchup none)")
+        return ([latest] if on_time else []), (skip,)
+    if task.catchup == "all":
+        runs = _slots_back_from(task.schedule, latest, max(due, clock - grace))
+        if runs[0] > due:
+            skip = Skip(due, f"missed slots from {_fmt(due)} to before {_fmt(runs[0])}: {late}")
+            return runs, (skip,)
+        return runs, ()
+    if latest > due and clock - due > grace:
+        # Older slots are beyond the grace, the latest is not: log the older ones once, run the latest.
+        return [latest], (Skip(due, f"missed slots from {_fmt(due)}: {late}; the latest slot {_fmt(latest)} "
+                                    "runs instead"),)
+    return [latest], ()
+
+
+def _slots_back_from(schedule: Schedule, latest: datetime, earliest: datetime) -> list[datetime]:
+    """The slots from ``earliest`` to ``latest`` (a slot), oldest first, at most MAX_CATCHUP_RUNS (the latest)."""
+    slots = [latest]
+    while len(slots) < MAX_CATCHUP_RUNS:
+        earlier = schedule.latest_until(slots[-1] - ONE_MICROSECOND)
+        if earlier is None or earlier < earliest:
+            break
+        slots.append(earlier)
+    return slots[::-1]
+
+
+def _span(first: datetime, last: datetime) -> str:
+    return _fmt(first) if first == last else f"{_fmt(first)} to {_fmt(last)}"

@@ -31,7 +31,7 @@ STARTED = {"status": "running", "last_run_at": _p("b_now"), "updated_at": task.c
 ADVANCE_SLOT = (
     sa.update(task)
     .where(task.c.id.in_(_p("b_ids", expanding=True)), task.c.next_run_at == _p("b_seen"), task.c.enabled)
-    .values(next_run_at=_p("b_next"), updated_at=task.c.updated_at)
+    .values(next_run_at=_p("b_next"), due_at=_p("b_next_due"), updated_at=task.c.updated_at)
     .returning(task.c.id)
 )
 CLAIM_SLOT = ADVANCE_SLOT.values(active_runs=task.c.active_runs + 1, **STARTED)
@@ -47,18 +47,43 @@ CLAIM_MANUAL = (
     .where(run.c.id == _p("b_id"), run.c.status == "pending")
     .values(status="running", started_at=_p("b_now"), owner=_p("b_owner"), heartbeat_at=_p("b_now"))
 )
+# Queued runs (backfill, catch-up) start one at a time: only while nothing of the task is active.
+CLAIM_IDLE_TASK = (
+    sa.update(task)
+    .where(task.c.id == _p("b_id"), sa.not_(active_run_clause(task)))
+    .values(active_runs=task.c.active_runs + 1, **STARTED)
+)
+QUEUED_TRIGGERS = ("schedule", "backfill")
+_queued = run.alias("queued")
+# The oldest queued run of each idle task: the one that may start next.
+NEXT_QUEUED_RUNS = (
+    sa.select(run.c.id, run.c.task_id, run.c.attempt, run.c.trigger, run.c.scheduled_for,
+              task.c.action, task.c.timeout_seconds)
+    .join(task, task.c.id == run.c.task_id)
+    .where(
+        run.c.status == "pending", run.c.trigger.in_(QUEUED_TRIGGERS), sa.not_(active_run_clause(task)),
+        run.c.scheduled_for == sa.select(sa.func.min(_queued.c.scheduled_for)).where(
+            _queued.c.task_id == run.c.task_id, _queued.c.status == "pending",
+            _queued.c.trigger.in_(QUEUED_TRIGGERS),
+        ).scalar_subquery(),
+    )
+    .order_by(run.c.scheduled_for, run.c.id)
+    .limit(_p("b_limit"))
+)
 DUE_SLOTS = (
     sa.select(
-        task.c.id, task.c.cron_expression, task.c.timezone, task.c.next_run_at, task.c.misfire_grace_seconds,
-        task.c.concurrency_policy, task.c.active_runs, task.c.status, task.c.action, task.c.timeout_seconds,
+        task.c.id, task.c.cron_expression, task.c.interval_seconds, task.c.schedule_anchor, task.c.run_at,
+        task.c.timezone, task.c.calendar, task.c.jitter_seconds, task.c.catchup, task.c.next_run_at,
+        task.c.due_at, task.c.misfire_grace_seconds, task.c.concurrency_policy, task.c.active_runs,
+        task.c.status, task.c.action, task.c.timeout_seconds,
     )
-    .where(task.c.enabled, task.c.next_run_at <= _p("b_now"))
-    .order_by(task.c.next_run_at, task.c.id)
+    .where(task.c.enabled, task.c.due_at <= _p("b_now"))
+    .order_by(task.c.due_at, task.c.id)
     .limit(_p("b_limit"))
 )
 # The next page in the same order, after the last row read (its due time and id).
 DUE_SLOTS_AFTER = DUE_SLOTS.where(
-    sa.tuple_(task.c.next_run_at, task.c.id) > sa.tuple_(_p("b_after_at", type_=UTCDateTime()), _p("b_after_id"))
+    sa.tuple_(task.c.due_at, task.c.id) > sa.tuple_(_p("b_after_at", type_=UTCDateTime()), _p("b_after_id"))
 )
 PARENTS_OF = (
     sa.select(deps.c.child_id, task.c.id, task.c.name, task.c.status)
@@ -70,7 +95,7 @@ PARENTS_OF = (
 DUE_WORK = sa.select(
     sa.select(run.c.id).where(run.c.status == "pending").limit(1).scalar_subquery(),
     sa.select(sa.func.min(task.c.next_retry_at)).where(task.c.status == "retrying").scalar_subquery(),
-    sa.select(sa.func.min(task.c.next_run_at)).where(task.c.enabled).scalar_subquery(),
+    sa.select(sa.func.min(task.c.due_at)).where(task.c.enabled).scalar_subquery(),
     sa.select(deps.c.child_id).limit(1).scalar_subquery(),
 )
 
@@ -91,7 +116,8 @@ RUN_FACTS = (
 WAITING_CHILDREN = (
     sa.select(task.c.id, task.c.last_run_at)
     .join(deps, deps.c.child_id == task.c.id)
-    .where(deps.c.parent_id.in_(_p("b_ids", expanding=True)), task.c.cron_expression.is_(None), task.c.enabled)
+    .where(deps.c.parent_id.in_(_p("b_ids", expanding=True)), task.c.enabled, task.c.cron_expression.is_(None),
+           task.c.interval_seconds.is_(None), task.c.run_at.is_(None))
     .distinct()
 )
 RECORD_RUN = (

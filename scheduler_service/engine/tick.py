@@ -24,6 +24,7 @@ from .. import run_counts
 from ..database import db
 from ..models import Run, SchedulerState, Task
 from ..run_rows import NewRuns, running_row
+from ..task_schedules import load_calendars, schedule_for
 from . import statements as sql
 from .dependencies import ParentState
 from .records import ClaimedRun, SkippedSlot
@@ -42,6 +43,7 @@ DUE_PAGE = 500
 class TickReport:
     claimed: list[ClaimedRun] = field(default_factory=list)
     skips: list[SkippedSlot] = field(default_factory=list)
+    queued: int = 0  # pending runs added for missed slots (catchup all)
     waiting: int = 0
     lost_claims: int = 0
     errors: int = 0
@@ -70,12 +72,14 @@ def tick(now: datetime, *, owner: str, capacity: int,
     else:
         gated = due is None or due.any_dependencies
         steps = [  # (step, its extra arguments, whether it has anything to do)
-            (_claim_manual_runs, (), due is None or due.manual_pending),
-            (_claim_retries, (), due is None or due.due(due.next_retry_at, now)),
-            (_claim_due_slots, (gated,), due is None or due.due(due.next_slot_at, now)),
+            (_claim_manual_runs, (), lambda: due is None or due.manual_pending),
+            (_claim_retries, (), lambda: due is None or due.due(due.next_retry_at, now)),
+            (_claim_due_slots, (gated,), lambda: due is None or due.due(due.next_slot_at, now)),
+            # Last: a slot due now may add queued runs (catchup all) that can start at once.
+            (_claim_queued_runs, (), lambda: due is None or due.manual_pending or report.queued > 0),
         ]
         for claim_step, extra, needed in steps:
-            if not needed:
+            if not needed():
                 continue
             free = capacity - len(report.claimed)
             if free <= 0:
@@ -92,7 +96,8 @@ def tick(now: datetime, *, owner: str, capacity: int,
 
 @dataclass(frozen=True)
 class DueWork:
-    """What one read of the tables says is waiting: manual runs, and the earliest retry and slot."""
+    """What one read of the tables says is waiting: pending runs (manual or queued), and the
+    earliest retry and slot."""
 
     manual_pending: bool
     next_retry_at: datetime | None
@@ -146,7 +151,7 @@ def mark_tick(now: datetime) -> None:
 
 def earliest_due(now: datetime) -> datetime | None:
     """The soonest future slot or retry: when the tick should wake next (one round trip)."""
-    next_slot = sa.select(sa.func.min(Task.next_run_at)).where(Task.enabled, Task.next_run_at > now)
+    next_slot = sa.select(sa.func.min(Task.due_at)).where(Task.enabled, Task.due_at > now)
     next_retry = sa.select(sa.func.min(Task.next_retry_at)).where(Task.status == "retrying")
     slot, retry = db.session.execute(sa.select(next_slot.scalar_subquery(), next_retry.scalar_subquery())).one()
     db.session.commit()
@@ -157,7 +162,7 @@ def earliest_due(now: datetime) -> datetime | None:
 def _claim_manual_runs(now: datetime, owner: str, free: int, report: TickReport) -> None:
     pending = db.session.execute(
         sa.select(Run.id, Run.task_id, Run.attempt, Run.scheduled_for)
-        .where(Run.status == "pending").order_by(Run.id).limit(free)
+        .where(Run.status == "pending", Run.trigger == "manual").order_by(Run.id).limit(free)
     ).all()
     if not pending:
         db.session.commit()
@@ -182,6 +187,27 @@ def _claim_manual_runs(now: datetime, owner: str, free: int, report: TickReport)
     for run_id, task_id, attempt, slot in taken:
         task = actions[task_id]
         report.claimed.append(ClaimedRun(run_id, task_id, attempt, task.action, task.timeout_seconds, "manual", slot))
+
+
+def _claim_queued_runs(now: datetime, owner: str, free: int, report: TickReport) -> None:
+    """Start the oldest queued run (backfill, catch-up) of each task that has nothing active.
+
+    One transaction per run: its task's conditional UPDATE (nothing of the task active)
+    is what makes a task's queued runs start one at a time, whichever process claims them.
+    """
+    rows = sql.execute(sql.NEXT_QUEUED_RUNS, {"b_limit": free}).all()
+    db.session.commit()
+    for row in rows:
+        if not (sql.execute(sql.CLAIM_IDLE_TASK, {"b_id": row.task_id, "b_now": now}).rowcount
+                and sql.execute(sql.CLAIM_MANUAL, {"b_id": row.id, "b_now": now, "b_owner": owner}).rowcount):
+            db.session.rollback()
+            report.lost_claims += 1
+            continue
+        run_counts.apply(db.session.connection(), run_counts.moved(row.task_id, "pending", "running"))
+        db.session.commit()
+        report.claimed.append(ClaimedRun(
+            row.id, row.task_id, row.attempt, row.action, row.timeout_seconds, row.trigger, row.scheduled_for,
+        ))
 
 
 def _claim_retries(now: datetime, owner: str, free: int, report: TickReport) -> None:
@@ -253,7 +279,7 @@ def _claim_due_slots(now: datetime, owner: str, free: int, report: TickReport, g
         # waiting at the head of the due order would hold back every task due after them.
         last = rows[-1]
         statement = sql.DUE_SLOTS_AFTER
-        params = {"b_now": now, "b_limit": DUE_PAGE, "b_after_at": last.next_run_at, "b_after_id": last.id}
+        params = {"b_now": now, "b_limit": DUE_PAGE, "b_after_at": last.due_at, "b_after_id": last.id}
     if plans:
         _in_batch_or_one_by_one(plans, lambda batch: _write_plans(batch, now, owner, report), report)
 
@@ -261,18 +287,20 @@ def _claim_due_slots(now: datetime, owner: str, free: int, report: TickReport, g
 def _plan_due_slots(rows: Sequence[Any], now: datetime, free: int, report: TickReport,
                     plans: list[tuple[Any, SlotPlan]], gated: bool) -> int:
     """Add a plan for each due row to ``plans`` while there is room; the room left."""
-    parents = _parents_of([row.id for row in rows if row.cron_expression is not None] if gated else [])
+    scheduled = [row.id for row in rows if _has_schedule(row)]
+    parents = _parents_of(scheduled if gated else [])
+    calendars = load_calendars(row.calendar for row in rows)
     db.session.commit()
     for row in rows:
         if free <= 0:
             # Planning costs cron arithmetic; what cannot be claimed now waits for the next tick.
             report.saturated = True
             break
-        due = DueTask(
-            row.cron_expression, row.timezone, row.next_run_at, row.misfire_grace_seconds,
-            row.concurrency_policy, row.active_runs, row.status,
-        )
         try:
+            due = DueTask(
+                row.id, schedule_for(row, calendars), row.next_run_at, row.due_at, row.misfire_grace_seconds,
+                row.concurrency_policy, row.active_runs, row.status, row.catchup, row.jitter_seconds,
+            )
             plan = plan_slot(due, parents.get(row.id, []), now)
         except Exception:  # a task whose rules cannot be evaluated must not stop the others
             report.errors += 1
@@ -287,11 +315,15 @@ def _plan_due_slots(rows: Sequence[Any], now: datetime, free: int, report: TickR
     return free
 
 
+def _has_schedule(row: Any) -> bool:
+    return row.cron_expression is not None or row.interval_seconds is not None or row.run_at is not None
+
+
 def _write_plans(plans: Sequence[tuple[Any, SlotPlan]], now: datetime, owner: str, report: TickReport) -> None:
     """Write slot plans in one transaction; a plan another process got to first is dropped."""
     won = _claim_slots(plans, now)
     report.lost_claims += len(plans) - len(won)
-    skip_rows, started = [], []  # started: (row, plan) of each run
+    skip_rows, queue_rows, started = [], [], []  # started: (row, plan) of each run
     skipped: list[SkippedSlot] = []
     for row, plan in plans:
         if row.id not in won:
@@ -305,18 +337,26 @@ def _write_plans(plans: Sequence[tuple[Any, SlotPlan]], now: datetime, owner: st
             parent = skip.parent
             skipped.append(SkippedSlot(row.id, skip.slot, skip.message, parent and parent.id,
                                        parent and parent.status))
+        queue_rows.extend({
+            "task_id": row.id, "attempt": 1, "trigger": "schedule", "status": "pending", "scheduled_for": slot,
+            "created_at": now,
+        } for slot in plan.queue)
         if plan.run_slot is not None:
             started.append((row, plan))
-    # The skipped slots' rows and the runs started, counted in one statement.
+    # The skipped slots' rows, the queued runs and the runs started, counted in one statement.
     with NewRuns(db.session.connection()) as runs:
         runs.add_unreturned(skip_rows)
+        runs.add_unreturned(queue_rows)
         run_ids = _add_slot_starts(runs, started, now, owner)
     db.session.commit()
     report.skips.extend(skipped)
+    report.queued += len(queue_rows)
     for row, plan in started:
         run_id = run_ids[row.id]
+        # Start lag counts from the jitter drawn for the slot, when the slot run is the one that came due.
+        due_at = row.due_at if plan.run_slot == row.next_run_at else None
         report.claimed.append(ClaimedRun(
-            run_id, row.id, 1, row.action, row.timeout_seconds, plan.trigger, plan.run_slot,
+            run_id, row.id, 1, row.action, row.timeout_seconds, plan.trigger, plan.run_slot, due_at,
         ))
 
 
@@ -338,15 +378,15 @@ def _claim_slots(plans: Sequence[tuple[Any, SlotPlan]], now: datetime) -> set[in
     Plans that make the same change (claim kind, seen slot, next slot) share one UPDATE.
     Its conditions are the claim: a task another process moved on first no longer matches.
     """
-    groups: dict[tuple[Any, datetime, datetime | None], list[int]] = defaultdict(list)
+    groups: dict[tuple[Any, datetime, datetime | None, datetime | None], list[int]] = defaultdict(list)
     for row, plan in plans:
         if plan.run_slot is None:
             claim = sql.ADVANCE_SLOT
         else:
             claim = sql.CLAIM_SLOT_FORBID if row.concurrency_policy == "forbid" else sql.CLAIM_SLOT
-        groups[(claim, row.next_run_at, plan.next_run_at)].append(row.id)
+        groups[(claim, row.next_run_at, plan.next_run_at, plan.next_due_at)].append(row.id)
     won: set[int] = set()
-    for (claim, seen, next_at), task_ids in groups.items():
-        params = {"b_ids": task_ids, "b_seen": seen, "b_next": next_at, "b_now": now}
+    for (claim, seen, next_at, next_due), task_ids in groups.items():
+        params = {"b_ids": task_ids, "b_seen": seen, "b_next": next_at, "b_next_due": next_due, "b_now": now}
         won.update(sql.execute(claim, params).scalars())
     return won

@@ -269,7 +269,7 @@ class AlertIntake:
 
     def _started(self, claimed: ClaimedRun, started_at: datetime, task: _TaskInfo | None,
                  default_url: str | None, batch: _Batch) -> None:
-        lag = (started_at - claimed.scheduled_for).total_seconds()
+        lag = (started_at - claimed.start_due_at).total_seconds()
         self.observe_start_lag(claimed.trigger, lag)
         target = target_for(task.notify, default_url) if task is not None else None  # None: deleted meanwhile
         if target is None:

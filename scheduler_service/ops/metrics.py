@@ -155,7 +155,7 @@ class Metrics:
             buckets=DURATION_BUCKETS, registry=registry,
         )
         self.start_lag = Histogram(
-            "scheduler_run_start_lag_seconds", "How long after its slot (or request, or retry time) a run started.",
+            "scheduler_run_start_lag_seconds", "How long after its slot plus its jitter (or request, or retry time) a run started.",
             ["trigger"], buckets=LAG_BUCKETS, registry=registry,
         )
         self.ticks = Counter("scheduler_ticks", "Scheduler ticks completed.", registry=registry)

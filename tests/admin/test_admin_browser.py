@@ -309,5 +309,5 @@ def _seed_history(app) -> None:
         for name, status in [("ingest", "success"), ("clean", "success"), ("enrich", "failed"),
                              ("aggregate", "retrying"), ("export-csv", "running")]:
             db.session.execute(sa.update(Task).where(Task.id == ids[name]).values(status=status))
-        db.session.execute(sa.update(Task).where(Task.id == ids["report-daily"]).values(enabled=False, next_run_at=None))
+        db.session.execute(sa.update(Task).where(Task.id == ids["report-daily"]).values(enabled=False, next_run_at=None, due_at=None))
         db.session.commit()

@@ -258,7 +258,7 @@ def _form_as_shown(html: str) -> MultiDict:
 BAD_VALUES = [
     ({"cron_expression": "61 * * * *"}, "cron_expression", "61"),
     ({"cron_expression": "0 0 31 2 *"}, "cron_expression", "never"),
-    ({"cron_expression": ""}, "cron_expression", "Required unless the task has depends_on."),
+    ({"cron_expression": ""}, "cron_expression", "Required unless the task has interval_seconds, run_at or depends_on."),
     ({"timezone": "Mars/Olympus"}, "timezone", "unknown time zone"),
     ({"max_retries": "three"}, "max_retries", "Not a valid integer."),
     ({"retry_delay_seconds": "0"}, "retry_delay_seconds", "greater than or equal to 1"),

@@ -21,7 +21,8 @@ RUN_BASE_TIME = datetime(2026, 3, 1, 10, 0, tzinfo=UTC)
 HUGE_ID = 99999999999999999999
 
 TASK_FIELDS = {
-    "id", "name", "description", "cron_expression", "timezone", "enabled", "depends_on", "action",
+    "id", "name", "description", "cron_expression", "interval_seconds", "run_at", "schedule_anchor", "timezone",
+    "calendar", "jitter_seconds", "catchup", "enabled", "depends_on", "action",
     "timeout_seconds", "max_retries", "retry_delay_seconds", "retry_max_delay_seconds",
     "concurrency_policy", "misfire_grace_seconds", "notify", "status", "retry_count",
     "last_run_at", "next_run_at", "created_at", "updated_at",
@@ -155,7 +156,10 @@ def add_run(app, task_id: int, status: str = "success", *, trigger: str = "sched
 
 
 def set_task(app, task_id: int, **values) -> None:
-    """Write columns of a task directly (states the disabled scheduler never reaches)."""
+    """Write columns of a task directly (states the disabled scheduler never reaches).
+    A slot written this way comes due at once (no jitter) unless ``due_at`` is given."""
+    if "next_run_at" in values:
+        values.setdefault("due_at", values["next_run_at"])
     with app.app_context():
         db.session.execute(sa.update(Task).where(Task.id == task_id).values(**values))
         db.session.commit()

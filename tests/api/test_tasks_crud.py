@@ -31,11 +31,17 @@ def test_create_answers_201_with_every_field_and_the_defaults(app, client):
     task = response.get_json()
     assert set(task) == TASK_FIELDS
     assert isinstance(task["id"], int)
-    assert {key: task[key] for key in TASK_FIELDS - {"id", "next_run_at", "created_at", "updated_at"}} == {
+    assert {key: task[key] for key in TASK_FIELDS - {"id", "next_run_at", "created_at", "updated_at",
+                                                     "schedule_anchor"}} == {
         "name": "nightly-backup",
         "description": "",
         "cron_expression": "*/5 * * * *",
+        "interval_seconds": None,
+        "run_at": None,
         "timezone": "UTC",
+        "calendar": None,
+        "jitter_seconds": 0,
+        "catchup": "latest",
         "enabled": True,
         "depends_on": [],
         "action": DEFAULT_HTTP_ACTION,
@@ -55,6 +61,7 @@ def test_create_answers_201_with_every_field_and_the_defaults(app, client):
     assert parse_time(task["next_run_at"]) > before
     assert before <= parse_time(task["created_at"]) <= after
     assert before <= parse_time(task["updated_at"]) <= after
+    assert before.replace(microsecond=0) <= parse_time(task["schedule_anchor"]) <= after
 
     # Persisted: reading it back, alone or in the list, gives the same document.
     stored = client.get(f"/api/tasks/{task['id']}/")

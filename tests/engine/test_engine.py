@@ -165,8 +165,9 @@ def test_manual_run_ignores_enabled_and_executes(engine, client, make_task, runs
 def test_missed_slots_beyond_grace_are_logged_once_and_not_run(app, make_task, runs_of, task_row, wait_until):
     task = make_task(cron_expression=EVERY_SECOND, misfire_grace_seconds=5)
     with app.app_context():
+        an_hour_ago = utcnow().replace(microsecond=0) - timedelta(hours=1)
         db.session.execute(sa.update(Task).where(Task.id == task["id"]).values(
-            next_run_at=utcnow().replace(microsecond=0) - timedelta(hours=1)))
+            next_run_at=an_hour_ago, due_at=an_hour_ago))
         db.session.commit()
     from scheduler_service.extensions import scheduler
     scheduler.start(app)
@@ -185,7 +186,8 @@ def test_missed_slots_within_grace_run_once_as_the_latest(app, make_task, runs_o
     task = make_task(cron_expression=EVERY_SECOND, misfire_grace_seconds=3600)
     slot_an_hour_ago = utcnow().replace(microsecond=0) - timedelta(minutes=30)
     with app.app_context():
-        db.session.execute(sa.update(Task).where(Task.id == task["id"]).values(next_run_at=slot_an_hour_ago))
+        db.session.execute(sa.update(Task).where(Task.id == task["id"]).values(
+            next_run_at=slot_an_hour_ago, due_at=slot_an_hour_ago))
         db.session.commit()
     from scheduler_service.extensions import scheduler
     scheduler.start(app)

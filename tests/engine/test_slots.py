@@ -4,6 +4,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 from scheduler_service.engine.dependencies import ParentState
+from scheduler_service.engine.schedules import Schedule
 from scheduler_service.engine.slots import DueTask, plan_slot
 
 UTC = timezone.utc
@@ -11,11 +12,16 @@ NOW = datetime(2026, 11, 28, 2, 0, 30, tzinfo=UTC)
 
 
 def due(**overrides) -> DueTask:
+    """A task with a cron schedule (``cron_expression``/``timezone``) or the ``schedule`` given."""
     values = dict(
-        cron_expression="* * * * *", timezone="UTC", next_run_at=datetime(2026, 11, 28, 2, 0, tzinfo=UTC),
+        task_id=1, cron_expression="* * * * *", timezone="UTC", next_run_at=datetime(2026, 11, 28, 2, 0, tzinfo=UTC),
         misfire_grace_seconds=60, concurrency_policy="forbid", active_runs=0, status="success",
     )
     values.update(overrides)
+    if "schedule" not in values:
+        values["schedule"] = Schedule(cron_expression=values["cron_expression"], timezone=values["timezone"])
+    del values["cron_expression"], values["timezone"]
+    values.setdefault("due_at", values["next_run_at"])
     return DueTask(**values)
 
 
