@@ -4,6 +4,9 @@ The slots are the task's own (``Schedule.between``, the rules the engine and the
 schedule endpoint use). Each kept slot gets one pending run with trigger ``backfill``;
 the engine starts a task's queued runs oldest slot first, one at a time (tick.py).
 
+Slots the engine has not reached yet (from the task's ``next_run_at`` on, after downtime) are
+left to its catch-up policy.
+
 Numbering: (task, slot, attempt) is unique. A slot's backfill run takes the next attempt
 number after the slot's existing runs (1 for a slot that never ran), so a re-processed
 slot's history reads in order; its retries start a fresh chain all the same (recording.py).
@@ -18,6 +21,7 @@ from sqlalchemy.exc import IntegrityError
 
 from . import audit
 from .clock import utcnow
+from .engine.schedules import ONE_MICROSECOND
 from .extensions import db, scheduler
 from .models import Run, Task
 from .refusals import Conflict, Invalid
@@ -37,7 +41,11 @@ def backfill_slots(task: Task, start: datetime, end: datetime, reprocess: str, n
         raise Invalid("end", "May not be in the future.")
     if start > end:
         raise Invalid("start", "May not be after end.")
-    slots = schedule_of(task).between(start, end, MAX_BACKFILL_SLOTS)
+    if task.enabled and task.next_run_at is not None:
+        # Slots from the task's next one on are the engine's still (its catch-up policy decides
+        # them after downtime): a backfill run there would take the attempt the engine writes.
+        end = min(end, task.next_run_at - ONE_MICROSECOND)
+    slots = schedule_of(task).between(start, end, MAX_BACKFILL_SLOTS) if start <= end else []
     if len(slots) > MAX_BACKFILL_SLOTS:
         raise Invalid("end", f"The range holds more than {MAX_BACKFILL_SLOTS} slots: backfill it in parts.")
     if reprocess == "all" or not slots:

@@ -81,6 +81,8 @@ def assign(task: Task, values: dict[str, Any], now: datetime) -> None:
     jitter_changed = changed(("jitter_seconds",))
     for field, value in values.items():
         setattr(task, field, value)
+    if not task.enabled:
+        drop_queued_slots(task, now)
     if anchor_moved:
         task.schedule_anchor = anchor_at(now)
     if schedule_changed:
@@ -135,10 +137,24 @@ def update_task(task: Task, data: dict[str, Any]) -> Task:
     return task
 
 
+def drop_queued_slots(task: Task, now: datetime) -> None:
+    """Skip the task's queued catch-up runs that have not started: a disabled task is not run
+    by its schedule (backfill runs, asked for by a person, still run)."""
+    queued = db.session.scalars(
+        sa.select(Run).where(Run.task_id == task.id, Run.status == "pending", Run.trigger == "schedule")
+    ).all()
+    for run in queued:  # ORM writes: run_counts' mapper events move their counts
+        run.status, run.started_at, run.finished_at = "skipped", now, now
+        run.message = "task disabled before this missed slot ran"
+
+
 def toggle_task(task: Task) -> Task:
     task.enabled = not task.enabled
+    now = utcnow()
+    if not task.enabled:
+        drop_queued_slots(task, now)
     # Enabling computes the next slot from now: missed slots are not run.
-    reschedule(task, utcnow())
+    reschedule(task, now)
     audit.record("toggle", task.id, {"enabled": [not task.enabled, task.enabled]})
     db.session.commit()
     scheduler.wake()

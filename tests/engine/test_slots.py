@@ -100,3 +100,75 @@ def test_spring_forward_gap_runs_once_right_after_the_gap():
     plan = plan_slot(due(cron_expression="30 2 * * *", timezone="America/New_York", next_run_at=before),
                      [], before + timedelta(seconds=1))
     assert plan.next_run_at == datetime(2026, 3, 8, 7, 0, tzinfo=UTC)
+
+
+# --- catch-up, jitter, intervals and one-offs ----------------------------------------------
+
+EVERY_MINUTE_DUE = datetime(2026, 11, 28, 1, 57, tzinfo=UTC)  # three slots before NOW's 02:00
+
+
+def test_catchup_all_queues_each_missed_slot_within_the_grace_oldest_first():
+    plan = plan_slot(due(next_run_at=EVERY_MINUTE_DUE, catchup="all", misfire_grace_seconds=600), [], NOW)
+    assert plan.run_slot is None and plan.skips == ()
+    assert plan.queue == tuple(EVERY_MINUTE_DUE + timedelta(minutes=n) for n in range(4))
+    assert plan.next_run_at == datetime(2026, 11, 28, 2, 1, tzinfo=UTC) == plan.next_due_at
+
+
+def test_catchup_all_queues_whatever_the_concurrency_policy_and_skips_slots_beyond_the_grace():
+    plan = plan_slot(due(next_run_at=EVERY_MINUTE_DUE, catchup="all", misfire_grace_seconds=100, active_runs=1),
+                     [], NOW)
+    # 01:59 and 02:00 are within 100 s of 02:00:30; 01:57 and 01:58 are not.
+    assert plan.queue == (datetime(2026, 11, 28, 1, 59, tzinfo=UTC), datetime(2026, 11, 28, 2, 0, tzinfo=UTC))
+    [skip] = plan.skips
+    assert skip.slot == EVERY_MINUTE_DUE and "more than 100s late" in skip.message
+
+
+def test_catchup_all_with_one_slot_due_is_an_ordinary_run():
+    plan = plan_slot(due(catchup="all"), [], NOW)
+    assert plan.run_slot == datetime(2026, 11, 28, 2, 0, tzinfo=UTC) and plan.queue == ()
+
+
+def test_catchup_none_runs_nothing_missed_and_logs_the_episode_once():
+    late = plan_slot(due(next_run_at=EVERY_MINUTE_DUE, catchup="none", misfire_grace_seconds=600,
+                         schedule=Schedule(cron_expression="*/3 * * * *")), [], NOW + timedelta(minutes=1))
+    assert late.run_slot is None and late.queue == ()
+    [skip] = late.skips
+    assert "catchup none" in skip.message and skip.slot == EVERY_MINUTE_DUE
+    # The latest slot reached on time still runs; only what was missed is not.
+    on_time = plan_slot(due(next_run_at=EVERY_MINUTE_DUE, catchup="none", misfire_grace_seconds=600), [],
+                        datetime(2026, 11, 28, 2, 0, 5, tzinfo=UTC))
+    assert on_time.run_slot == datetime(2026, 11, 28, 2, 0, tzinfo=UTC)
+    assert "01:57:00+00:00 to 2026-11-28T01:59:00+00:00" in on_time.skips[0].message
+
+
+def test_catchup_none_runs_a_slot_reached_on_time_and_skips_one_reached_late():
+    slot = datetime(2026, 11, 28, 2, 0, tzinfo=UTC)
+    plan = plan_slot(due(catchup="none"), [], slot + timedelta(seconds=5))
+    assert plan.run_slot == slot and plan.skips == ()
+    late = plan_slot(due(catchup="none"), [], slot + timedelta(seconds=30))  # NOW: 30 s after the slot
+    assert late.run_slot is None and "catchup none" in late.skips[0].message
+
+
+def test_jitter_shifts_the_task_s_clock_so_a_jittered_start_is_neither_late_nor_missed():
+    slot = datetime(2026, 11, 28, 2, 0, tzinfo=UTC)
+    # Drawn 50 minutes of jitter, a zero grace: at slot + 50 min the slot is on time.
+    jittered = due(next_run_at=slot, due_at=slot + timedelta(minutes=50), misfire_grace_seconds=0,
+                   schedule=Schedule(cron_expression="0 * * * *"), jitter_seconds=3600)
+    plan = plan_slot(jittered, [], slot + timedelta(minutes=50))
+    assert plan.run_slot == slot and plan.skips == ()
+    assert plan.next_run_at == datetime(2026, 11, 28, 3, 0, tzinfo=UTC)
+    assert plan.next_run_at <= plan.next_due_at <= plan.next_run_at + timedelta(hours=1)
+
+
+def test_an_interval_task_runs_its_slot_and_moves_one_interval_on():
+    anchor = datetime(2026, 11, 28, 1, 59, 0, tzinfo=UTC)
+    plan = plan_slot(due(next_run_at=anchor + timedelta(seconds=90),
+                         schedule=Schedule(interval_seconds=90, anchor=anchor)), [], NOW)
+    assert plan.run_slot == anchor + timedelta(seconds=90)
+    assert plan.next_run_at == anchor + timedelta(seconds=180)
+
+
+def test_a_one_off_runs_once_and_has_no_next_slot():
+    run_at = datetime(2026, 11, 28, 2, 0, tzinfo=UTC)
+    plan = plan_slot(due(next_run_at=run_at, schedule=Schedule(run_at=run_at)), [], NOW)
+    assert plan.run_slot == run_at and plan.next_run_at is None and plan.next_due_at is None
