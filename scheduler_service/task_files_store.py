@@ -46,7 +46,13 @@ class Change:
 
 def _canonical(value: Any) -> str:
     # Compared as JSON text: Python's == takes true for 1 and 1.0 for 1, the stored JSON does not.
-    return json.dumps(value, sort_keys=True)
+    return json.dumps(value, sort_keys=True, default=_iso)
+
+
+def _iso(value: Any) -> str:
+    if isinstance(value, datetime):  # run_at: aware UTC on both sides
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} in a task's values")
 
 
 def changed_fields(desired: Mapping[str, Any], stored: Mapping[str, Any]) -> tuple[str, ...]:
@@ -85,6 +91,8 @@ def stored_tasks() -> dict[str, Task]:
 def export_entry(values: Mapping[str, Any], with_secrets: bool) -> dict[str, Any]:
     """A task's entry in an exported file: its ``FILE_FIELDS``, secrets masked unless asked for."""
     entry = {field: values[field] for field in FILE_FIELDS}
+    if entry["run_at"] is not None:  # as the API writes it, which a file read back parses the same
+        entry["run_at"] = entry["run_at"].isoformat()
     if not with_secrets:
         entry["action"] = mask_action(entry["action"])
         entry["notify"] = mask_notify(entry["notify"])

@@ -183,6 +183,10 @@ def test_round_trip_export_apply_changes_nothing_and_says_so(app, client, runner
     make_task(client, name="load", cron_expression=None, depends_on=[extract["id"]], action=SECRET_SHELL,
               enabled=False, timeout_seconds=None, concurrency_policy="allow")
     make_task(client, name="multi", action={"type": "shell", "command": "a\nb  \n\tc"}, description="ünï \"q\"")
+    assert client.post("/api/calendars/", json={"name": "uk", "exclude_weekdays": [7]}).status_code == 201
+    make_task(client, name="every-90s", cron_expression=None, interval_seconds=90, calendar="uk", jitter_seconds=5,
+              catchup="all")
+    make_task(client, name="once", cron_expression=None, run_at="2099-12-04T17:00:00+01:00", catchup="none")
     before = database_state(app)
 
     for options in ((), ("--with-secrets",)):
