@@ -205,8 +205,10 @@ def _claim_queued_runs(now: datetime, owner: str, free: int, report: TickReport)
             continue
         run_counts.apply(db.session.connection(), run_counts.moved(row.task_id, "pending", "running"))
         db.session.commit()
+        # A backfill run was asked for long after its slot: its start lag counts from now, when it could start.
+        due_at = now if row.trigger == "backfill" else None
         report.claimed.append(ClaimedRun(
-            row.id, row.task_id, row.attempt, row.action, row.timeout_seconds, row.trigger, row.scheduled_for,
+            row.id, row.task_id, row.attempt, row.action, row.timeout_seconds, row.trigger, row.scheduled_for, due_at,
         ))
 
 

@@ -35,6 +35,8 @@ from .models import Alert
 log = logging.getLogger(__name__)
 
 QUEUE_LIMIT = 10000
+# Runs a person asked for (run now, backfill): their start is never `late`, whatever their slot.
+ASKED_FOR = ("manual", "backfill")
 
 
 # --- what to send, to whom (pure) -------------------------------------------------------------
@@ -279,7 +281,7 @@ class AlertIntake:
             "scheduled_for": _iso(claimed.scheduled_for), "started_at": _iso(started_at),
         }
         late_after = target.late_after_seconds
-        if target.wants("late") and late_after is not None and claimed.trigger != "manual" and lag > late_after:
+        if target.wants("late") and late_after is not None and claimed.trigger not in ASKED_FOR and lag > late_after:
             text = (f"task '{task.name}' started {lag:.1f}s after its slot {_iso(claimed.scheduled_for)}"
                     f" (late after {late_after}s)")
             self._alert(batch, target, "late", claimed.task_id, payload(
