@@ -61,6 +61,7 @@ class CalendarUpdateSchema(CalendarSchema):
 
 class CalendarListSchema(ma.Schema):
     items = fields.List(fields.Nested(CalendarSchema))
+    next_cursor = fields.String(allow_none=True)
 
 
 class TaskScheduleArgsSchema(ma.Schema):

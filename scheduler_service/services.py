@@ -64,7 +64,9 @@ def _check_schedule(task: Task | None, data: dict[str, Any], parents: list[Task]
     def value(field: str) -> Any:
         return data[field] if field in data else getattr(task, field, None)
 
-    values = {field: value(field) for field in ("cron_expression", "interval_seconds", "run_at", "calendar")}
+    values = {field: value(field) for field in (*ANCHOR_FIELDS, "calendar")}
+    anchor_moves = task is None or any(field in data and data[field] != getattr(task, field) for field in ANCHOR_FIELDS)
+    values["schedule_anchor"] = anchor_at(now) if anchor_moves else task.schedule_anchor
     run_at_changed = "run_at" in data and (task is None or data["run_at"] != task.run_at)
     problems = schedule_problems(values, has_parents=bool(parents), run_at_changed=run_at_changed, now=now)
     if problems:

@@ -4,6 +4,7 @@ and the one way a task's next slot is set: ``next_run_at`` with its ``due_at``.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -36,9 +37,24 @@ def schedule_problems(values: dict[str, Any], *, has_parents: bool, run_at_chang
     if run_at_changed and values.get("run_at") is not None and values["run_at"] <= now:
         problems.append(("run_at", "Must be in the future."))
     name = values.get("calendar")
-    if name is not None and db.session.get(CalendarRow, name) is None:
-        problems.append(("calendar", f"Unknown calendar {name!r}."))
+    if name is not None:
+        row = db.session.get(CalendarRow, name)
+        if row is None:
+            problems.append(("calendar", f"Unknown calendar {name!r}."))
+        elif len(kinds) == 1 and not problems and _calendar_ends_schedule(values, row, now):
+            problems.append(("calendar", f"Calendar {name!r} excludes every slot this schedule has left."))
     return problems
+
+
+def _calendar_ends_schedule(values: dict[str, Any], row: CalendarRow, now: datetime) -> bool:
+    """Whether the schedule has a slot after ``now`` without the calendar and none with it."""
+    schedule = Schedule(
+        cron_expression=values.get("cron_expression"), interval_seconds=values.get("interval_seconds"),
+        anchor=values.get("schedule_anchor") or anchor_at(now), run_at=values.get("run_at"),
+        timezone=values.get("timezone") or "UTC",
+    )
+    calendar = Calendar.from_lists(row.exclude_dates or [], row.exclude_weekdays or [])
+    return schedule.next_after(now) is not None and replace(schedule, calendar=calendar).next_after(now) is None
 
 
 def load_calendars(names: Iterable[str | None]) -> dict[str, Calendar]:

@@ -15,13 +15,18 @@ from ..queries import collect_stats
 from ..database import db
 from ..engine import cron
 from ..models import Run, Task, task_dependencies
+from ..engine.schedules import Schedule
+from ..task_schedules import load_calendars, schedule_for
 from . import charts
 
 HOURS_SHOWN = 24
+MICROSECOND = timedelta(microseconds=1)
 # Outcomes stacked in the hourly chart, bottom-up. Pending runs have not started, so no hour.
 HOURLY_SERIES = ("success", "failed", "skipped", "running")
 DURATION_TASKS_SHOWN = 12
-TIMELINE_MARKS_PER_TASK = 200  # enough to reach the window's end; charts thins what would overlap
+# Marks a lane may get across the window: more than its width can tell apart (charts thins
+# what would overlap), and a dense schedule is sampled so that its lane reaches the end.
+TIMELINE_MARKS_PER_TASK = 200
 GRAPH_NODES_SHOWN = 120
 
 
@@ -101,21 +106,35 @@ def average_durations(limit: int = DURATION_TASKS_SHOWN) -> list[tuple[int, str,
 
 
 def upcoming_runs(now: datetime, next_runs: list[dict[str, Any]]) -> list[tuple[int, str, list[datetime]]]:
-    """For each soonest-due task of the stats, its stored next slot and the slots after it."""
+    """For each soonest-due task of the stats, its stored next slot and the slots after it
+    (by its whole schedule: cron, interval or one-off, its calendar's days left out)."""
     ids = [item["task_id"] for item in next_runs]
     tasks = {task.id: task for task in db.session.scalars(sa.select(Task).where(Task.id.in_(ids)))} if ids else {}
+    calendars = load_calendars(task.calendar for task in tasks.values())  # one query for every lane
+    end = now + charts.timeline_window(now, (item["next_run_at"] for item in next_runs))
+    spacing = (end - now) / TIMELINE_MARKS_PER_TASK
     lanes = []
     for item in next_runs:
         task = tasks.get(item["task_id"])
-        if task is None or task.cron_expression is None:
+        if task is None or not task.has_schedule:
             continue
-        first = item["next_run_at"]
         try:
-            later = cron.fire_times(task.cron_expression, task.timezone, first, TIMELINE_MARKS_PER_TASK - 1)
-        except cron.CronError:
-            later = []
-        lanes.append((task.id, task.name, [first, *later]))
+            times = _sampled_slots(schedule_for(task, calendars), item["next_run_at"], end, spacing)
+        except cron.CronError:  # a zone gone from the system's tz database
+            times = [item["next_run_at"]]
+        lanes.append((task.id, task.name, times))
     return lanes
+
+
+def _sampled_slots(schedule: Schedule, first: datetime, end: datetime, spacing: timedelta) -> list[datetime]:
+    """Slots from ``first`` to ``end``, each at least ``spacing`` after the one before."""
+    times = [first]
+    while len(times) < TIMELINE_MARKS_PER_TASK:
+        following = schedule.next_after(times[-1] + spacing - MICROSECOND)
+        if following is None or following > end:
+            break
+        times.append(following)
+    return times
 
 
 def dependency_graph(limit: int = GRAPH_NODES_SHOWN) -> tuple[charts.Graph, int, int]:

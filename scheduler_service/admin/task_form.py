@@ -9,23 +9,40 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from datetime import datetime
+from types import SimpleNamespace
 from typing import Any
 
+import marshmallow as ma
 from werkzeug.datastructures import MultiDict
 
 from ..masking import mask_action
 from ..models import Task
+from ..engine.schedules import Schedule
 from ..schemas import ACTION_SCHEMAS, TaskSchema
+from ..task_schedules import anchor_at, load_calendars, schedule_for, schedule_problems
 
 ACTION_TYPES = tuple(ACTION_SCHEMAS)
+# The catch-up select's words, in the order of models.CATCHUP_POLICIES.
+CATCHUP_LABELS = {
+    "latest": "one run, for the latest missed slot",
+    "all": "a run for each missed slot, oldest first",
+    "none": "no run; the miss logged as skipped",
+}
 BODY_FORMATS = ("text", "json")
-FORM_WIDE = ""  # the key of errors that belong to no one field
+FORM_WIDE = ""
+SCHEDULE_ATTRIBUTES = ("cron_expression", "interval_seconds", "schedule_anchor", "run_at", "timezone", "calendar")  # the key of errors that belong to no one field
 
 # Plain task fields shown as they are (text inputs, selects).
 TEXT_FIELDS = ("name", "cron_expression", "timezone", "concurrency_policy")
 MULTILINE_FIELDS = ("description",)
+# An empty (or absent) input is left out of the JSON, which means the API's default: null for
+# run_at and calendar (no one-off time, no calendar). The text of run_at goes to the schema as
+# typed, so that an ISO time with an offset works and one without is read as UTC.
+OPTIONAL_TEXT_FIELDS = ("run_at", "calendar", "catchup")
 INTEGER_FIELDS = (
     "timeout_seconds", "max_retries", "retry_delay_seconds", "retry_max_delay_seconds", "misfire_grace_seconds",
+    "interval_seconds", "jitter_seconds",
 )
 
 # The action keys each type's part of the form has an input for, named "<type>_<key>".
@@ -47,15 +64,20 @@ def _default(field: str) -> Any:
 def blank_form() -> dict[str, Any]:
     """The values a new task's form starts with."""
     values: dict[str, Any] = {field: "" for field in (*TEXT_FIELDS, *MULTILINE_FIELDS)}
-    values.update({field: _as_text(_default(field)) for field in (*INTEGER_FIELDS, "timezone", "concurrency_policy")})
+    values.update({field: _as_text(_default(field))
+                   for field in (*INTEGER_FIELDS, *OPTIONAL_TEXT_FIELDS, "timezone", "concurrency_policy")})
     values.update(enabled=True, depends_on=[], action_type="shell", http_method="GET", http_body_format="text")
     return values
 
 
 def form_from_task(task: Task) -> dict[str, Any]:
     """The values that show ``task`` in the form (the reverse of ``payload_from_form``)."""
-    values: dict[str, Any] = {field: _as_text(getattr(task, field)) for field in (*TEXT_FIELDS, *MULTILINE_FIELDS)}
+    values: dict[str, Any] = {
+        field: _as_text(getattr(task, field)) for field in (*TEXT_FIELDS, *MULTILINE_FIELDS, *OPTIONAL_TEXT_FIELDS)
+    }
     values.update({field: _as_text(getattr(task, field)) for field in INTEGER_FIELDS})
+    # ISO with its offset, as the API writes it: saved back unchanged, it is no change of the one-off time.
+    values["run_at"] = task.run_at.isoformat() if task.run_at else ""
     values.update(enabled=task.enabled, depends_on=list(task.depends_on), http_method="GET", http_body_format="text")
     # Secret values show as the mask; saving the mask back keeps them (services.restore_secrets).
     action = mask_action(task.action) or {}
@@ -107,7 +129,10 @@ def payload_from_form(form: MultiDict) -> tuple[dict[str, Any], FieldErrors]:
         payload[field] = form.get(field, "").strip()
     payload["description"] = _multiline(form.get("description", ""))
     if not payload["cron_expression"]:
-        payload["cron_expression"] = None  # a dependency-only task
+        payload["cron_expression"] = None  # an interval, one-off or dependency-only task
+    for field in OPTIONAL_TEXT_FIELDS:
+        if form.get(field, "").strip():
+            payload[field] = form[field].strip()
     payload["enabled"] = "enabled" in form
     for field in INTEGER_FIELDS:
         raw = form.get(field, "").strip()
@@ -119,6 +144,26 @@ def payload_from_form(form: MultiDict) -> tuple[dict[str, Any], FieldErrors]:
     payload["depends_on"] = [_integer(value) for value in parents if value.strip()]
     payload["action"] = _action_from_form(form, errors)
     return payload, errors
+
+
+def preview_schedule(values: dict[str, str], now: datetime) -> Schedule:
+    """The schedule the form's typed fields describe (an interval counted from ``now``, as on
+    save). ValueError with the API's words when they are not one."""
+    fields = {name: _integer(value) if name == "interval_seconds" else value
+              for name, value in values.items() if value}
+    try:
+        data = TaskSchema(only=tuple(values), partial=True).load(fields)
+    except ma.ValidationError as exc:
+        field, texts = next(iter(exc.messages.items()))
+        raise ValueError(f"{field}: {' '.join(_texts(texts))}") from None
+    data.setdefault("timezone", "UTC")
+    problems = schedule_problems({**data, "schedule_anchor": anchor_at(now)}, has_parents=True,
+                                 run_at_changed=True, now=now)
+    if problems:
+        raise ValueError("{}: {}".format(*problems[0]))
+    data.update(schedule_anchor=anchor_at(now))
+    return schedule_for(SimpleNamespace(**{name: data.get(name) for name in SCHEDULE_ATTRIBUTES}),
+                        load_calendars([data.get("calendar")]))
 
 
 def _action_from_form(form: MultiDict, errors: FieldErrors) -> dict[str, Any]:

@@ -40,7 +40,7 @@ def save_task(form: MultiDict, task: Task | None = None) -> tuple[Task | None, F
         return None, unreadable
     saved, refusal = attempt(services.create_task, data) if task is None else attempt(services.update_task, task, data)
     if refusal is not None:
-        return None, _refusal_errors(refusal, action_type)
+        return None, refusal_errors(refusal, action_type)
     return saved, {}
 
 
@@ -69,7 +69,8 @@ def refusal_message(refusal: Refused) -> str:
     return "; ".join(lines) or "The change was refused."
 
 
-def _refusal_errors(refusal: Refused, action_type: str) -> FieldErrors:
+def refusal_errors(refusal: Refused, action_type: str = "") -> FieldErrors:
+    """A refusal as form errors: beside the fields it names, its message above the form."""
     errors = errors_from_messages(refusal.fields, action_type)
     if refusal.message or not errors:
         errors = merge_errors({FORM_WIDE: [refusal_message(refusal)]}, errors)

@@ -1,23 +1,32 @@
 """The admin pages. Each view reads its input, calls one helper, and renders or redirects."""
 from __future__ import annotations
 
+import hashlib
+from dataclasses import dataclass, field
+from datetime import datetime
 from functools import lru_cache
+from typing import Any
 from zoneinfo import available_timezones
 
+import marshmallow as ma
 from flask import Blueprint, Response, flash, jsonify, redirect, render_template, request, url_for
 from markupsafe import Markup, escape
 
 from .. import audit, services
+from ..backfill import backfill
+from ..calendars import list_calendars
 from ..clock import utcnow
 from ..engine import cron
 from ..masking import mask_action
-from ..models import RUN_STATUSES, RUN_TRIGGERS, TASK_STATUSES, Task
+from ..models import CATCHUP_POLICIES, RUN_STATUSES, RUN_TRIGGERS, TASK_STATUSES, Task
 from ..queries import collect_stats, get_run, get_task
-from ..refusals import NotFound
+from ..refusals import Conflict, NotFound, Refused
+from ..schedule_schemas import REPROCESS, BackfillSchema
 from ..schemas import HTTP_METHODS
+from ..task_schedules import task_schedule
 from . import dashboard, queries, security, task_form, throttle
 from .accounts import authenticate
-from .task_writes import attempt, refusal_message, save_task
+from .task_writes import attempt, refusal_errors, refusal_message, save_task
 
 blp = Blueprint(
     "admin", __name__, url_prefix="/admin",
@@ -30,7 +39,10 @@ PREVIEW_COUNT = 5
 MISSING = {
     "task": "Task {key} does not exist.",
     "run": "Run {key} does not exist (it may have been deleted with its task).",
+    "calendar": "Calendar “{key}” does not exist.",
 }
+BACKFILL_FIELDS = ("start", "end", "reprocess")
+PREVIEW_FIELDS = ("cron_expression", "timezone", "interval_seconds", "run_at", "calendar")
 
 
 # --- every request ----------------------------------------------------------------------------
@@ -152,18 +164,7 @@ def task_new():
 
 @blp.get("/tasks/<int:task_id>/")
 def task_page(task_id: int):
-    task = get_task(task_id)
-    try:
-        upcoming = (cron.fire_times(task.cron_expression, task.timezone, utcnow(), PREVIEW_COUNT)
-                    if task.cron_expression else [])
-        description = cron.describe(task.cron_expression) if task.cron_expression else None
-    except cron.CronError:
-        upcoming, description = [], None
-    return render_template(
-        "admin/task.html", task=task, stats=collect_stats(task.id), runs=queries.recent_runs(task.id),
-        upcoming=upcoming, schedule_text=description, action=mask_action(task.action),
-        history=queries.task_history(task.id),
-    )
+    return _task_page(get_task(task_id), BackfillForm())
 
 
 @blp.route("/tasks/<int:task_id>/edit", methods=["GET", "POST"])
@@ -201,6 +202,34 @@ def task_run(task_id: int):
     return redirect(_back(task_id))
 
 
+@blp.post("/tasks/<int:task_id>/backfill")
+def task_backfill(task_id: int):
+    """Preview a backfill (dry run), or queue it once confirmed: only the slots the person saw run."""
+    task = get_task(task_id)
+    shown = BackfillForm(values={name: request.form.get(name, "").strip() for name in BACKFILL_FIELDS})
+    args, shown.errors = _backfill_args(shown.values)
+    if args is None:
+        return _task_page(task, shown), 422
+    planned, refusal = attempt(backfill, task, {**args, "dry_run": True})
+    if refusal is not None:
+        return _refused_backfill(task, shown, refusal)
+    shown.args, shown.slots = args, planned["slots"]
+    if request.form.get("dry_run") == "true" or "slots_digest" not in request.form:
+        return _task_page(task, shown), 200  # the preview, with its confirm button
+    if request.form["slots_digest"] != shown.digest:
+        # Confirmed other slots than these (a run or the calendar changed since): show them instead.
+        shown.note = "The slots to run changed since the preview: check them and confirm again."
+        return _task_page(task, shown), 409
+    queued, refusal = attempt(backfill, task, {**args, "dry_run": False})
+    if refusal is not None:
+        return _refused_backfill(task, shown, refusal)
+    count = len(queued["runs"])
+    link = url_for("admin.run_list", task_id=task.id, trigger="backfill")
+    flash(Markup('{} backfill run{} of “{}” queued: <a href="{}">see them in the run log</a>.').format(
+        count, "" if count == 1 else "s", task.name, link), "success")
+    return redirect(url_for("admin.task_page", task_id=task.id))
+
+
 @blp.route("/tasks/<int:task_id>/delete", methods=["GET", "POST"])
 def task_delete(task_id: int):
     task = get_task(task_id)
@@ -217,15 +246,17 @@ def task_delete(task_id: int):
 
 @blp.get("/schedule-preview")
 def schedule_preview():
-    """The task form's live preview: the same answer as /api/schedule/preview/, for the session user."""
-    expression = request.args.get("cron_expression", "").strip()
-    zone = request.args.get("timezone", "").strip() or "UTC"
+    """The task form's live preview: the slots the typed schedule would have (cron, interval
+    or one-off, in its zone, its calendar's days left out), for the session user."""
+    values = {name: request.args.get(name, "").strip() for name in PREVIEW_FIELDS}
     try:
-        cron.validate(expression, zone)
-        times = cron.fire_times(expression, zone, utcnow(), PREVIEW_COUNT)
-    except cron.CronError as exc:
+        schedule = task_form.preview_schedule(values, utcnow())
+    except ValueError as exc:
         return jsonify(error=str(exc)), 422
-    return jsonify(description=cron.describe(expression), next_runs=[moment.isoformat() for moment in times])
+    if schedule.kind is None:
+        return jsonify(description=schedule.describe(), next_runs=[])
+    return jsonify(description=schedule.describe(),
+                   next_runs=[moment.isoformat() for moment in schedule.upcoming(utcnow(), PREVIEW_COUNT)])
 
 
 # --- runs ------------------------------------------------------------------------------------------
@@ -248,13 +279,57 @@ def run_page(run_id: int):
 # --- helpers ---------------------------------------------------------------------------------------
 
 
+@dataclass
+class BackfillForm:
+    """The task page's backfill form: what was typed, its errors, and the slots of a preview."""
+
+    values: dict[str, str] = field(default_factory=lambda: {"start": "", "end": "", "reprocess": "missing"})
+    errors: task_form.FieldErrors = field(default_factory=dict)
+    args: dict[str, Any] | None = None  # the loaded start, end, reprocess: the confirm form's hidden fields
+    slots: list[datetime] | None = None  # None: no preview yet
+    note: str | None = None
+
+    @property
+    def digest(self) -> str:
+        """Names the previewed slots, so that a confirmation runs these and no others."""
+        text = "\n".join(slot.isoformat() for slot in self.slots or ())
+        return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def _backfill_args(values: dict[str, str]) -> tuple[dict[str, Any] | None, task_form.FieldErrors]:
+    """The form read with the API's BackfillSchema (an empty input is a missing one)."""
+    try:
+        return BackfillSchema().load({name: value for name, value in values.items() if value}), {}
+    except ma.ValidationError as exc:
+        return None, task_form.errors_from_messages(exc.messages, "")
+
+
+def _refused_backfill(task: Task, shown: BackfillForm, refusal: Refused) -> tuple[str, int]:
+    shown.errors = refusal_errors(refusal)
+    return _task_page(task, shown), 409 if isinstance(refusal, Conflict) else 422
+
+
+def _task_page(task: Task, backfill_form: BackfillForm) -> str:
+    try:
+        schedule = task_schedule(task, utcnow(), PREVIEW_COUNT)
+    except cron.CronError:  # a zone gone from the system's tz database since the task was saved
+        schedule = {"description": None, "next_runs": []}
+    return render_template(
+        "admin/task.html", task=task, stats=collect_stats(task.id), runs=queries.recent_runs(task.id),
+        upcoming=schedule["next_runs"], schedule_text=schedule["description"], action=mask_action(task.action),
+        history=queries.task_history(task.id), backfill=backfill_form, reprocess_choices=REPROCESS,
+        form_wide=task_form.FORM_WIDE, catchup_labels=task_form.CATCHUP_LABELS,
+    )
+
+
 def _task_form(task: Task | None, values: dict, errors: task_form.FieldErrors) -> str:
     return render_template(
         "admin/task_form.html", task=task, values=values, errors=errors,
         parent_choices=queries.task_names(exclude=task.id if task else None),
         action_types=task_form.ACTION_TYPES, http_methods=HTTP_METHODS,
         body_formats=task_form.BODY_FORMATS, form_wide=task_form.FORM_WIDE,
-        zones=_zone_names(),
+        zones=_zone_names(), calendar_names=[calendar.name for calendar in list_calendars()],
+        catchup_policies=CATCHUP_POLICIES, catchup_labels=task_form.CATCHUP_LABELS,
     )
 
 

@@ -1,23 +1,28 @@
 """Calendars: the days that tasks naming them have no slots."""
 from __future__ import annotations
 
+import sqlalchemy as sa
 from flask.views import MethodView
 
 from .. import calendars
 from ..auth import requires_scope
+from ..models import Calendar
 from ..refusals import Invalid
 from ..schedule_schemas import CalendarListSchema, CalendarSchema, CalendarUpdateSchema
+from ..schemas import PageArgsSchema
 from .blueprint import Blueprint
+from .pagination import paginate_by_name
 
 blp = Blueprint("calendars", __name__, url_prefix="/api/calendars", description="Calendars of excluded days")
 
 
 @blp.route("/")
 class Calendars(MethodView):
+    @blp.arguments(PageArgsSchema, location="query")
     @blp.response(200, CalendarListSchema)
-    def get(self):
-        """List calendars by name."""
-        return {"items": calendars.list_calendars()}
+    def get(self, args):
+        """List calendars by name, a page at a time."""
+        return paginate_by_name(sa.select(Calendar), Calendar.name, limit=args["limit"], cursor=args.get("cursor"))
 
     @requires_scope("write")
     @blp.arguments(CalendarSchema)

@@ -45,6 +45,30 @@ def paginate(query: sa.Select, id_column: Any, *, limit: int, cursor: str | None
     return {"items": items, "next_cursor": encode_cursor(items[-1].id) if has_more else None}
 
 
+def paginate_by_name(query: sa.Select, name_column: Any, *, limit: int, cursor: str | None) -> dict:
+    """``paginate`` for rows keyed by a unique name (calendars, pools), in name order: a name
+    added meanwhile lands before or after the cursor, never on a page twice."""
+    if cursor is not None:
+        query = query.where(name_column > _decode_name(cursor))
+    rows = _fetch(query.order_by(name_column.asc()).limit(limit + 1))
+    items = rows[:limit]
+    return {"items": items, "next_cursor": _encode_name(items[-1].name) if len(rows) > limit else None}
+
+
+def _encode_name(name: str) -> str:
+    return base64.urlsafe_b64encode(f"name:{name}".encode()).decode().rstrip("=")
+
+
+def _decode_name(cursor: str) -> str:
+    try:
+        prefix, _, name = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode().partition(":")
+        if prefix != "name" or not name:
+            raise ValueError
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise Invalid("cursor", "Not a cursor this service gave out.", location="query") from None
+    return name
+
+
 def _fetch(query: sa.Select) -> list[Any]:
     """ORM objects for ``select(Model)``, plain rows for a select of columns."""
     result = db.session.execute(query)

@@ -6,9 +6,9 @@ the admin all ask a ``Schedule``, so what is listed is what runs.
 * cron: ``cron.py``'s fire times (its DST rules).
 * interval: ``anchor + k * interval_seconds``, k >= 1, in elapsed time (no zone involved).
 * one-off: ``run_at``, once.
-* a calendar removes every slot whose date, in the task's zone, it excludes. Excluded days
-  are stepped over a day at a time (not a slot at a time), so an every-second schedule
-  next to a long holiday costs a few steps, not 86,400 per day.
+* a calendar removes every slot whose date, in the task's zone, it excludes. A slot on an
+  excluded day moves the search to the next open day (not the next slot), so an
+  every-second schedule next to a long holiday costs one step, not 86,400 per day.
 """
 from __future__ import annotations
 
@@ -21,8 +21,8 @@ from zoneinfo import ZoneInfo
 from . import cron
 
 ONE_MICROSECOND = timedelta(microseconds=1)
-# Consecutive excluded days looked past before a schedule counts as never firing again: a
-# calendar may exclude a few years of dates, not all of them (at least one weekday is open).
+# Slots in a row found on excluded days before a schedule counts as never firing again
+# (cron "0 0 * * 1" with Mondays excluded lands on one every week, forever).
 MAX_EXCLUDED_STEPS = 5000
 
 
@@ -37,6 +37,15 @@ class Calendar:
 
     def excludes(self, day: date) -> bool:
         return day in self.exclude_dates or day.isoweekday() in self.exclude_weekdays
+
+    def open_day(self, day: date, step: int) -> date:
+        """The first day from ``day`` on (``step`` 1) or back (``step`` -1) that is not excluded.
+        Every date excluded can close at most one open weekday a week, so the search ends."""
+        for _ in range(7 * (len(self.exclude_dates) + 1)):
+            if not self.excludes(day):
+                return day
+            day += timedelta(days=step)
+        raise AssertionError("a calendar leaves at least one weekday open")
 
 
 @dataclass(frozen=True)
@@ -64,23 +73,39 @@ class Schedule:
     # --- the slots --------------------------------------------------------------------
 
     def next_after(self, moment: datetime) -> datetime | None:
-        """The first slot strictly after ``moment``; None if there is none."""
+        """The first slot strictly after ``moment``; None if there is none (before the year 10000)."""
+        try:
+            return self._next_included(moment)
+        except OverflowError:  # the next slot or excluded day lies past datetime.max
+            return None
+
+    def latest_until(self, moment: datetime) -> datetime | None:
+        """The last slot at or before ``moment``; None if there is none."""
+        try:
+            return self._latest_included(moment)
+        except OverflowError:
+            return None
+
+    def _next_included(self, moment: datetime) -> datetime | None:
         for _ in range(MAX_EXCLUDED_STEPS):
             slot = self._raw_next(moment)
             if slot is None or not self._excluded(slot):
                 return slot
-            # Step to the end of the excluded day; never backwards (a fall-back at midnight
-            # can put the next day's start before this slot).
-            moment = max(slot, self._day_start(self._local_date(slot) + timedelta(days=1)) - ONE_MICROSECOND)
+            # On to the next open day; never backwards (a fall-back at midnight can put the
+            # next day's start before this slot).
+            assert self.calendar is not None
+            open_day = self.calendar.open_day(self._local_date(slot) + timedelta(days=1), 1)
+            moment = max(slot, self._day_start(open_day) - ONE_MICROSECOND)
         return None
 
-    def latest_until(self, moment: datetime) -> datetime | None:
-        """The last slot at or before ``moment``; None if there is none."""
+    def _latest_included(self, moment: datetime) -> datetime | None:
         for _ in range(MAX_EXCLUDED_STEPS):
             slot = self._raw_latest(moment)
             if slot is None or not self._excluded(slot):
                 return slot
-            moment = min(slot, self._day_start(self._local_date(slot))) - ONE_MICROSECOND
+            assert self.calendar is not None
+            open_day = self.calendar.open_day(self._local_date(slot) - timedelta(days=1), -1)
+            moment = min(slot, self._day_start(open_day + timedelta(days=1))) - ONE_MICROSECOND
         return None
 
     def upcoming(self, after: datetime, count: int) -> list[datetime]:
@@ -121,7 +146,9 @@ class Schedule:
 
     def _raw_next(self, moment: datetime) -> datetime | None:
         if self.cron_expression is not None:
-            return cron.next_fire_time(self.cron_expression, self.timezone, moment)
+            # fire_times, not next_fire_time: near the year 10000 it ends the list instead of raising.
+            following = cron.fire_times(self.cron_expression, self.timezone, moment, 1)
+            return following[0] if following else None
         if self.interval_seconds is not None:
             assert self.anchor is not None, "an interval schedule needs its anchor"
             step = timedelta(seconds=self.interval_seconds)

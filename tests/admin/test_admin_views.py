@@ -522,9 +522,22 @@ def test_dashboard_of_an_empty_service(web):
 def test_schedule_preview_answers_the_form(web):
     ok = web.get("/admin/schedule-preview?cron_expression=30+1+*+*+*&timezone=America/New_York")
     assert ok.status_code == 200
-    assert ok.get_json()["description"] == "At 01:30 AM" and len(ok.get_json()["next_runs"]) == 5
+    assert ok.get_json()["description"] == "At 01:30 AM (America/New_York)" and len(ok.get_json()["next_runs"]) == 5
     bad = web.get("/admin/schedule-preview?cron_expression=nope")
     assert bad.status_code == 422 and "field" in bad.get_json()["error"]
+
+
+def test_schedule_preview_lists_interval_and_one_off_slots(web):
+    every = web.get("/admin/schedule-preview?cron_expression=&interval_seconds=90").get_json()
+    slots = [datetime.fromisoformat(moment) for moment in every["next_runs"]]
+    assert every["description"] == "Every 90 seconds" and len(slots) == 5
+    assert {later - earlier for earlier, later in zip(slots, slots[1:])} == {timedelta(seconds=90)}
+    once = web.get("/admin/schedule-preview?run_at=2031-07-01T09:30:00%2B02:00").get_json()
+    assert once["next_runs"] == ["2031-07-01T07:30:00+00:00"]
+    both = web.get("/admin/schedule-preview?cron_expression=*+*+*+*+*&interval_seconds=60")
+    assert both.status_code == 422 and both.get_json()["error"].startswith("interval_seconds:")
+    none = web.get("/admin/schedule-preview?cron_expression=").get_json()
+    assert none["next_runs"] == [] and none["description"] == "After its parents succeed"
 
 
 def test_pages_use_only_the_services_own_assets(web):

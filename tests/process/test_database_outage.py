@@ -58,7 +58,7 @@ def test_scheduler_survives_a_database_restart(db_kind, app, processes, wait, re
     if db_kind != "postgresql":
         pytest.skip("a PostgreSQL server restart")
     from scheduler_service.clock import utcnow
-    from scheduler_service.services import next_slot
+    from scheduler_service.task_schedules import next_slot
 
     with app.app_context():
         task = Task(name="heartbeat", cron_expression="* * * * * *", timezone="UTC", enabled=True,

@@ -32,7 +32,7 @@ def add_task(app, **values) -> int:
     with app.app_context():
         task = Task(**row)
         if task.cron_expression and "next_run_at" not in values:
-            from scheduler_service.services import next_slot
+            from scheduler_service.task_schedules import next_slot
             from scheduler_service.clock import utcnow
             task.next_run_at = next_slot(task, utcnow())
         db.session.add(task)

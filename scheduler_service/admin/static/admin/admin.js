@@ -5,8 +5,10 @@
 
   function setUpPreview(box) {
     var form = box.closest("form");
-    var expression = form.querySelector("#cron_expression");
-    var zone = form.querySelector("#timezone");
+    // The fields that make the schedule; the server reads them as the API would.
+    var inputs = ["cron_expression", "timezone", "interval_seconds", "run_at", "calendar"]
+      .map(function (name) { return form.querySelector("#" + name); })
+      .filter(function (input) { return input !== null; });
     var timer = null;
     var latest = 0;
 
@@ -22,19 +24,19 @@
     }
 
     function refresh() {
-      var value = expression.value.trim();
-      if (!value) {
-        show([text("span", "No schedule: the task runs after its parents succeed.", "muted")]);
-        return;
-      }
       var asked = ++latest;
-      var query = new URLSearchParams({ cron_expression: value, timezone: zone.value.trim() || "UTC" });
+      var query = new URLSearchParams();
+      inputs.forEach(function (input) { query.set(input.name, input.value.trim()); });
       fetch(box.dataset.url + "?" + query.toString(), { headers: { Accept: "application/json" } })
         .then(function (response) { return response.json(); })
         .then(function (answer) {
           if (asked !== latest) return; // a newer request is on its way
           if (answer.error) {
             show([text("span", answer.error, "preview-error")]);
+            return;
+          }
+          if (answer.next_runs.length === 0) {
+            show([text("span", "No schedule of its own: the task runs after its parents succeed.", "muted")]);
             return;
           }
           var list = document.createElement("ol");
@@ -51,9 +53,10 @@
       timer = setTimeout(refresh, 250);
     }
 
-    expression.addEventListener("input", later);
-    zone.addEventListener("input", later);
-    zone.addEventListener("change", later);
+    inputs.forEach(function (input) {
+      input.addEventListener("input", later);
+      input.addEventListener("change", later);
+    });
     refresh();
   }
 
