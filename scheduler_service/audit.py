@@ -25,7 +25,7 @@ TASK_FIELDS = (
     "name", "description", "cron_expression", "interval_seconds", "run_at", "timezone", "calendar",
     "jitter_seconds", "catchup", "enabled", "depends_on", "action",
     "timeout_seconds", "max_retries", "retry_delay_seconds", "retry_max_delay_seconds",
-    "concurrency_policy", "misfire_grace_seconds", "notify",
+    "concurrency_policy", "misfire_grace_seconds", "notify", "pool", "pause_after_failures",
 )
 
 
@@ -44,10 +44,10 @@ _MASKED = {"action": mask_action, "notify": mask_notify}
 
 def task_snapshot(task: Task) -> dict[str, Any]:
     """The fields of ``task`` a diff compares, secrets in clear: ``diff`` masks what it records."""
-    return {field: _json_value(getattr(task, field)) for field in TASK_FIELDS}
+    return {field: json_value(getattr(task, field)) for field in TASK_FIELDS}
 
 
-def _json_value(value: Any) -> Any:
+def json_value(value: Any) -> Any:
     return value.isoformat() if isinstance(value, datetime) else value
 
 

@@ -37,7 +37,7 @@ RUN_STATUSES = ("pending", "running", "success", "failed", "skipped")
 # A run in one of these is over: it is a task's outcome, and retention may delete it.
 FINISHED_RUN_STATUSES = ("success", "failed", "skipped")
 RUN_TRIGGERS = ("schedule", "retry", "manual", "dependency", "backfill")
-CONCURRENCY_POLICIES = ("forbid", "allow")
+CONCURRENCY_POLICIES = ("forbid", "allow", "buffer_one", "buffer_all", "replace")
 CATCHUP_POLICIES = ("latest", "all", "none")
 
 task_dependencies = sa.Table(
@@ -77,6 +77,15 @@ class Task(db.Model):
     concurrency_policy: Mapped[str] = mapped_column(sa.String(16), default="forbid")
     misfire_grace_seconds: Mapped[int] = mapped_column(default=60)
     notify: Mapped[dict[str, Any] | None] = mapped_column(sa.JSON)  # alert settings (scheduler_service/ops)
+    # A pool's name (no foreign key, as for calendar): at most its slots of its tasks' runs run at once.
+    pool: Mapped[str | None] = mapped_column(sa.String(100), index=True)
+    # Paused: disabled with a reason, by someone, perhaps until a time (run_control.py).
+    pause_note: Mapped[str | None] = mapped_column(sa.Text)
+    paused_until: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
+    paused_by: Mapped[str | None] = mapped_column(sa.String(200))
+    pause_after_failures: Mapped[int] = mapped_column(default=0, server_default="0")
+    # Final failures in a row (no retry left), counted by recording; a success resets it.
+    consecutive_failures: Mapped[int] = mapped_column(default=0, server_default="0")
 
     status: Mapped[str] = mapped_column(sa.String(16), default="pending")
     retry_count: Mapped[int] = mapped_column(default=0)
@@ -164,6 +173,8 @@ class Run(db.Model):
     # The lease: which process runs it and when that process last said so.
     owner: Mapped[str | None] = mapped_column(sa.String(128))
     heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The pool whose slot this run holds while it runs (its task's pool when it was claimed).
+    pool: Mapped[str | None] = mapped_column(sa.String(100))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     task: Mapped[Task] = relationship(back_populates="runs")
@@ -198,6 +209,38 @@ class Calendar(db.Model):
 
     def __repr__(self) -> str:
         return f"<Calendar {self.name!r}>"
+
+
+class Pool(db.Model):
+    """At most ``slots`` runs of the tasks that name this pool run at once, across every process.
+
+    ``running`` is the number of slots taken: a claim takes one by a conditional UPDATE
+    (``running < slots``) in its own transaction, and recording a run gives it back.
+    """
+
+    __tablename__ = "pool"
+
+    name: Mapped[str] = mapped_column(sa.String(100), primary_key=True)
+    slots: Mapped[int]
+    description: Mapped[str] = mapped_column(sa.Text, default="")
+    running: Mapped[int] = mapped_column(default=0, server_default="0")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+    def __repr__(self) -> str:
+        return f"<Pool {self.name!r} {self.running}/{self.slots}>"
+
+
+class RunCancel(db.Model):
+    """A cancel asked for a running run: its owner's engine reads its own rows once a second,
+    stops the run, and the row goes when the run is recorded."""
+
+    __tablename__ = "run_cancel"
+
+    run_id: Mapped[int] = mapped_column(sa.ForeignKey("run.id", ondelete="CASCADE"), primary_key=True)
+    owner: Mapped[str | None] = mapped_column(sa.String(128), index=True)
+    message: Mapped[str] = mapped_column(sa.String(500))
+    requested_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class TaskRunCounts(db.Model):

@@ -39,11 +39,12 @@ _INSERT_SLOT_STARTS = (
 )
 
 
-def running_row(task_id: int, *, attempt: int, trigger: str, slot: datetime, now: datetime, owner: str) -> dict:
-    """A run that ``owner`` starts ``now``, holding its lease."""
+def running_row(task_id: int, *, attempt: int, trigger: str, slot: datetime, now: datetime, owner: str,
+                pool: str | None = None) -> dict:
+    """A run that ``owner`` starts ``now``, holding its lease (and a slot of ``pool``)."""
     return {
         "task_id": task_id, "attempt": attempt, "trigger": trigger, "status": "running", "scheduled_for": slot,
-        "started_at": now, "owner": owner, "heartbeat_at": now, "created_at": now,
+        "started_at": now, "owner": owner, "heartbeat_at": now, "created_at": now, "pool": pool,
     }
 
 

@@ -148,9 +148,9 @@ class ActionField(fields.Field):
 
 # --- alert settings (scheduler_service/ops/alerts.py sends them) ---------------------
 
-NOTIFY_EVENTS = ("failure", "retry", "success", "recovered", "late", "missed", "slow")
+NOTIFY_EVENTS = ("failure", "retry", "success", "recovered", "late", "missed", "slow", "paused")
 #: What a task without `notify` (or with `notify` but no `events`) is alerted for.
-DEFAULT_NOTIFY_EVENTS = ("failure", "recovered", "missed")
+DEFAULT_NOTIFY_EVENTS = ("failure", "recovered", "missed", "paused")
 
 
 class NotifySchema(StrictSchema):
@@ -221,6 +221,10 @@ class TaskSchema(StrictSchema):
     retry_max_delay_seconds = Count(minimum=1, load_default=3600)
     concurrency_policy = fields.String(load_default="forbid", validate=validate.OneOf(CONCURRENCY_POLICIES))
     misfire_grace_seconds = Count(minimum=0, load_default=60)
+    pool = Text(load_default=None, allow_none=True, validate=validate.Length(min=1, max=100),
+                metadata={"description": "a pool's name: at most its slots of its tasks' runs at once"})
+    pause_after_failures = Count(minimum=0, load_default=0, metadata={
+        "description": "pause the task after this many final failures in a row (0: never)"})
     # No load_default: a PUT (or the admin form) that leaves it out keeps it; null clears it.
     notify = NotifyField(allow_none=True, metadata={"description": "webhook alerts for this task"})
 
@@ -228,6 +232,10 @@ class TaskSchema(StrictSchema):
     retry_count = fields.Integer(dump_only=True)
     last_run_at = UTCTimeField(dump_only=True, allow_none=True)
     next_run_at = UTCTimeField(dump_only=True, allow_none=True)
+    pause_note = fields.String(dump_only=True, allow_none=True)
+    paused_until = UTCTimeField(dump_only=True, allow_none=True)
+    paused_by = fields.String(dump_only=True, allow_none=True)
+    consecutive_failures = fields.Integer(dump_only=True)
     created_at = UTCTimeField(dump_only=True)
     updated_at = UTCTimeField(dump_only=True)
 

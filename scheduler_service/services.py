@@ -14,11 +14,13 @@ import sqlalchemy as sa
 
 from . import audit
 from .clock import utcnow
-from .engine.active_runs import active_run_clause
+from .engine import pool_seats
+from .engine.active_runs import EXCLUSIVE_POLICIES, active_run_clause
 from .engine.dependencies import find_cycle
 from .extensions import db, scheduler
 from .masking import MaskError, restore_action, restore_notify
-from .models import Run, Task, task_dependencies
+from .models import Pool, Run, Task, task_dependencies
+from .pausing import clear_pause, drop_queued_slots
 from .refusals import Conflict, Invalid
 from .run_rows import NewRuns
 from .task_schedules import anchor_at, reschedule, schedule_problems, set_next_slot
@@ -71,6 +73,9 @@ def _check_schedule(task: Task | None, data: dict[str, Any], parents: list[Task]
     problems = schedule_problems(values, has_parents=bool(parents), run_at_changed=run_at_changed, now=now)
     if problems:
         raise Invalid(*problems[0])
+    pool = data.get("pool")
+    if pool is not None and db.session.get(Pool, pool) is None:
+        raise Invalid("pool", f"Unknown pool {pool!r}.")
 
 
 def assign(task: Task, values: dict[str, Any], now: datetime) -> None:
@@ -80,11 +85,14 @@ def assign(task: Task, values: dict[str, Any], now: datetime) -> None:
         return any(field in values and values[field] != getattr(task, field) for field in fields)
 
     anchor_moved, schedule_changed = changed(ANCHOR_FIELDS), changed(SCHEDULE_FIELDS)
+    changed_enabled = changed(("enabled",))
     jitter_changed = changed(("jitter_seconds",))
     for field, value in values.items():
         setattr(task, field, value)
     if not task.enabled:
         drop_queued_slots(task, now)
+    elif changed_enabled:
+        clear_pause(task)  # enabled by an edit: no longer paused
     if anchor_moved:
         task.schedule_anchor = anchor_at(now)
     if schedule_changed:
@@ -139,22 +147,13 @@ def update_task(task: Task, data: dict[str, Any]) -> Task:
     return task
 
 
-def drop_queued_slots(task: Task, now: datetime) -> None:
-    """Skip the task's queued catch-up runs that have not started: a disabled task is not run
-    by its schedule (backfill runs, asked for by a person, still run)."""
-    queued = db.session.scalars(
-        sa.select(Run).where(Run.task_id == task.id, Run.status == "pending", Run.trigger == "schedule")
-    ).all()
-    for run in queued:  # ORM writes: run_counts' mapper events move their counts
-        run.status, run.started_at, run.finished_at = "skipped", now, now
-        run.message = "task disabled before this missed slot ran"
-
-
 def toggle_task(task: Task) -> Task:
     task.enabled = not task.enabled
     now = utcnow()
     if not task.enabled:
         drop_queued_slots(task, now)
+    else:
+        clear_pause(task)
     # Enabling computes the next slot from now: missed slots are not run.
     reschedule(task, now)
     audit.record("toggle", task.id, {"enabled": [not task.enabled, task.enabled]})
@@ -168,6 +167,7 @@ def delete_task(task: Task) -> None:
     if children:
         raise Conflict(f"task {task.name!r} is a parent of: {', '.join(children)}; remove those dependencies first")
     audit.record("delete", task.id, audit.diff(audit.task_snapshot(task), None))
+    pool_seats.give_back_for_task(task.id)  # its running runs go with it
     db.session.delete(task)
     db.session.commit()
 
@@ -181,14 +181,14 @@ def request_run(task: Task) -> Run:
         sa.update(Task)
         .where(
             Task.id == task.id,
-            sa.or_(Task.concurrency_policy == "allow", sa.not_(active_run_clause(Task))),
+            sa.or_(Task.concurrency_policy.not_in(EXCLUSIVE_POLICIES), sa.not_(active_run_clause(Task))),
         )
         .values(active_runs=Task.active_runs + 1)
         .execution_options(synchronize_session=False)
     ).rowcount
     if not claimed:
         db.session.rollback()
-        raise Conflict(f"task {task.name!r} has an active run or retry (concurrency_policy is forbid)")
+        raise Conflict(f"task {task.name!r} has an active run or retry (concurrency_policy is {task.concurrency_policy})")
     with NewRuns(db.session.connection()) as runs:
         [run_id] = runs.add([{"task_id": task.id, "trigger": "manual", "status": "pending", "attempt": 1,
                               "scheduled_for": now, "created_at": now}])

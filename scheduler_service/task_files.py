@@ -23,7 +23,9 @@ import yaml
 from .audit import TASK_FIELDS
 from .clock import utcnow
 from .engine.dependencies import find_cycle
+from .database import db
 from .masking import MaskError, restore_action, restore_notify
+from .models import Pool
 from .schemas import TaskSchema
 from .task_schedules import schedule_problems
 
@@ -333,6 +335,8 @@ def read_document(document: Any, stored: Mapping[str, Mapping[str, Any]], prune:
             run_at_changed = values["run_at"] != (stored.get(name) or {}).get("run_at")
             problems += [Problem((DOCUMENT_KEY, name, field), message) for field, message in schedule_problems(
                 values, has_parents=bool(values["depends_on"]), run_at_changed=run_at_changed, now=utcnow())]
+            if values["pool"] is not None and db.session.get(Pool, values["pool"]) is None:
+                problems.append(Problem((DOCUMENT_KEY, name, "pool"), f"Unknown pool {values['pool']!r}."))
     stored_parents = {name: values["depends_on"] for name, values in stored.items()}
     problems += check_graph(desired, set(bodies), stored_parents, prune)
     if problems:

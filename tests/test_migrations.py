@@ -38,7 +38,7 @@ SETTINGS_VARIABLES = (
 )
 APP_TABLES = {
     "task", "run", "task_dependency", "api_token", "scheduler_state", "admin_user", "alert", "task_run_counts",
-    "audit_entry", "admin_session", "admin_login_failure", "calendar",
+    "audit_entry", "admin_session", "admin_login_failure", "calendar", "pool", "run_cancel",
 }
 ALL_TABLES = APP_TABLES | {"alembic_version"}
 
@@ -231,11 +231,19 @@ def test_downgrade_to_base_then_upgrade(empty_database, flask_db):
 
 
 SCHEDULE_COLUMNS = {"interval_seconds", "run_at", "schedule_anchor", "calendar", "jitter_seconds", "catchup", "due_at"}
+RUN_CONTROL_COLUMNS = {"pool", "pause_note", "paused_until", "paused_by", "pause_after_failures",
+                       "consecutive_failures"}
+
+
+def table_before_run_control() -> sa.Table:
+    """The task table as it was before the run control migration (the model's defaults kept)."""
+    columns = [column._copy() for column in Task.__table__.columns if column.name not in RUN_CONTROL_COLUMNS]
+    return sa.Table("task", sa.MetaData(), *columns)
 
 
 def table_before_schedules() -> sa.Table:
     """The task table as it was before the schedules migration (the model's defaults kept)."""
-    columns = [column._copy() for column in Task.__table__.columns if column.name not in SCHEDULE_COLUMNS]
+    columns = [column._copy() for column in table_before_run_control().columns if column.name not in SCHEDULE_COLUMNS]
     return sa.Table("task", sa.MetaData(), *columns)
 
 

@@ -17,12 +17,13 @@ from scheduler_service.task_files import InvalidDocument, Problem, check_graph, 
 from scheduler_service.task_files_store import Change, plan
 from tests.api.api_helpers import make_task
 
-READ_ONLY = {"id", "status", "retry_count", "last_run_at", "next_run_at", "created_at", "updated_at", "schedule_anchor"}
+READ_ONLY = {"id", "status", "retry_count", "last_run_at", "next_run_at", "created_at", "updated_at", "schedule_anchor",
+             "pause_note", "paused_until", "paused_by", "consecutive_failures"}
 SETTABLE = [
     "description", "cron_expression", "interval_seconds", "run_at", "timezone", "calendar", "jitter_seconds",
     "catchup", "enabled", "depends_on", "action", "timeout_seconds",
     "max_retries", "retry_delay_seconds", "retry_max_delay_seconds", "concurrency_policy",
-    "misfire_grace_seconds", "notify",
+    "misfire_grace_seconds", "notify", "pool", "pause_after_failures",
 ]
 HOOK = "https://hooks.example.com/services/T000/B000/s3cret"
 SECRET_HTTP = {"type": "http", "url": "http://etl.example.com/extract", "headers": {"Authorization": "Bearer tok-1"}}

@@ -13,6 +13,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
+# Policies under which a task's runs never overlap: a slot due while one is active skips or waits.
+EXCLUSIVE_POLICIES = ("forbid", "buffer_one", "buffer_all")
+
 
 def has_active_run(active_runs: int, status: str) -> bool:
     """Whether a run of the task is pending or running, or a retry of it waits."""

@@ -14,6 +14,7 @@ import sqlalchemy as sa
 
 from ..database import db
 from ..models import Run
+from . import cancels
 from .records import FinishedRun, Outcome, RunResult
 from .recording import finish_lost
 
@@ -44,14 +45,18 @@ def recover_lost_runs(now: datetime, lease_seconds: float, alive: Iterable[int] 
         .order_by(Run.id)
         .limit(RECOVERY_BATCH)
     ).all()
-    db.session.commit()
     alive = set(alive)
+    lost = [(run_id, heartbeat_at) for run_id, heartbeat_at in lost if run_id not in alive]
+    # A run cancelled before its process died stays cancelled: not retried.
+    cancelled = cancels.messages_for(run_id for run_id, _ in lost)
+    db.session.commit()
     recovered = []
     for run_id, heartbeat_at in lost:
-        if run_id in alive:
-            continue
-        finished = finish_lost(RunResult(run_id, Outcome(succeeded=False, message=WORKER_LOST), None, now),
-                               heartbeat_at)
+        if run_id in cancelled:
+            outcome = Outcome(succeeded=False, message=f"{cancelled[run_id]} ({WORKER_LOST})", cancelled=True)
+        else:
+            outcome = Outcome(succeeded=False, message=WORKER_LOST)
+        finished = finish_lost(RunResult(run_id, outcome, None, now), heartbeat_at)
         if finished is not None:
             recovered.append(finished)
             log.warning("run %s: %s (no heartbeat since %s)", run_id, WORKER_LOST, heartbeat_at.isoformat())

@@ -9,14 +9,17 @@ recovery.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 
-from .. import run_counts
+from .. import audit, run_counts
 from ..database import db
 from ..models import Run, Task, task_dependencies
+from ..pausing import SCHEDULER_ACTOR
+from . import cancels, pool_seats
 from . import statements as sql
 from .dependencies import ParentOutcome, due_after_parents
 from .records import FinishedRun, Outcome, RunResult
@@ -42,7 +45,7 @@ def finish_runs(results: Sequence[RunResult], *, owner: str | None = None) -> li
                     if (recorded := _finish_one(result, facts[result.run_id], owner=owner)) is not None]
     parents = [run.task_id for run in finished if run.status == "success" and facts[run.run_id].has_children]
     _trigger_dependents(parents, ordered[-1].finished_at if ordered else None)
-    _count_finished(finished)
+    finished = _after_finishing(finished, facts)
     db.session.commit()
     return finished
 
@@ -59,9 +62,29 @@ def finish_lost(result: RunResult, heartbeat_at: datetime) -> FinishedRun | None
     facts = _run_facts([result.run_id]).get(result.run_id)
     finished = facts and _finish_one(result, facts, owner=None, expect_heartbeat=heartbeat_at)
     if finished is not None:
-        _count_finished([finished])
+        [finished] = _after_finishing([finished], {result.run_id: facts})
     db.session.commit()
     return finished
+
+
+def _after_finishing(finished: list[FinishedRun], facts: dict[int, Any]) -> list[FinishedRun]:
+    """What finishing runs sets off, in their transaction: counts, pool slots given back,
+    cancel requests done with, tasks paused after failing too often."""
+    _count_finished(finished)
+    pool_seats.give_back(pool_seats.held_by(facts[run.run_id].pool for run in finished))
+    cancels.forget(run.run_id for run in finished if run.cancelled)
+    final_failures = sorted({run.task_id for run in finished if run.gave_up})
+    if not final_failures:
+        return finished
+    paused = {task_id: count for task_id, count in sql.execute(
+        sql.AUTO_PAUSE, {"b_ids": final_failures, "b_actor": SCHEDULER_ACTOR})}
+    for task_id, count in paused.items():
+        audit.record("pause", task_id, {"enabled": [True, False],
+                                        "pause_note": [None, f"paused after {count} consecutive failures"],
+                                        "paused_by": [None, SCHEDULER_ACTOR]}, actor=SCHEDULER_ACTOR)
+    # The failure that paused a task says so (once, if a batch holds several of its runs).
+    last_of = {run.task_id: run.run_id for run in finished if run.gave_up and run.task_id in paused}
+    return [replace(run, paused=True) if last_of.get(run.task_id) == run.run_id else run for run in finished]
 
 
 def _count_finished(finished: Iterable[FinishedRun]) -> None:
@@ -130,21 +153,26 @@ def _finish_plan(result: RunResult, facts: Any, *, owner: str | None, expect_hea
     else:
         statement = sql.RECORD_RUN
     retry_at = None
-    if outcome.succeeded:
-        task_status, retry_count = "success", 0
+    last_outcome, failures = status, None  # failures: 1 a final failure, 0 a success (MOVE_TASK_ON)
+    if outcome.cancelled:
+        # Not retried, and not the task's outcome: a person (or `replace`) stopped it.
+        task_status, retry_count, last_outcome = "failed", 0, facts.last_outcome
+    elif outcome.succeeded:
+        task_status, retry_count, failures = "success", 0, 0
     else:
         # A backfill run starts a retry chain afresh, whatever its attempt number for the slot.
         tries = 1 if facts.trigger == "backfill" else facts.attempt
         policy = RetryPolicy(facts.max_retries, facts.retry_delay_seconds, facts.retry_max_delay_seconds)
         retry_at = policy.after_failure(tries, now)
         task_status, retry_count = ("retrying", tries) if retry_at else ("failed", facts.max_retries)
+        failures = None if retry_at else 1
     move = {
         "b_id": facts.task_id, "b_status": task_status, "b_retry_count": retry_count, "b_retry_at": retry_at,
-        "b_outcome": status,
+        "b_outcome": last_outcome, "b_failures": failures,
     }
     run = FinishedRun(
         result.run_id, facts.task_id, facts.name, facts.attempt, facts.trigger, status, facts.scheduled_for,
-        started_at, now, duration, message, retry_at, facts.last_outcome,
+        started_at, now, duration, message, retry_at, facts.last_outcome, cancelled=outcome.cancelled,
     )
     return statement, record, move, run
 

@@ -22,6 +22,7 @@ class Outcome:
     exit_code: int | None = None  # shell only; negative = killed by that signal
     http_status: int | None = None  # http only
     interrupted: bool = False  # stopped by shutdown, not by its own doing
+    cancelled: bool = False  # stopped because someone cancelled it: never retried (engine/cancels.py)
     # The call was given up on, and its outcome recorded then (Watchdog): drop this late one.
     abandoned: bool = False
 
@@ -84,10 +85,12 @@ class FinishedRun:
     message: str
     retry_at: datetime | None  # when it will be retried; None after a success or the last attempt
     previous_outcome: str | None  # the task's finished run before this one: success, failed or None
+    cancelled: bool = False  # a cancelled run is neither a failure to alert on nor retried
+    paused: bool = False  # this failure paused the task (pause_after_failures)
 
     @property
     def gave_up(self) -> bool:
-        return self.status == "failed" and self.retry_at is None
+        return self.status == "failed" and self.retry_at is None and not self.cancelled
 
     @property
     def recovered(self) -> bool:

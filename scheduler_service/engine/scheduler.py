@@ -18,6 +18,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
 import click
@@ -32,6 +33,8 @@ from ..clock import utcnow
 from ..config import ConfigError
 from ..logcontext import log_context
 from .. import events
+from ..database import db
+from . import cancels
 from .claim_window import ClaimWindow
 from .containment import RunCgroups
 from .executors import GuardRails, abandoned_outcome, close_executors, execute_action, executors_with
@@ -49,6 +52,8 @@ WAITING_RECHECK_SECONDS = 1.0
 BACKLOG_RECHECK_SECONDS = 0.02
 # The tick time shown in /api/stats is written at most this often (it is one more commit).
 MARK_TICK_SECONDS = 1.0
+# How often a process that runs something reads the cancels asked of it: a cancel takes effect within this.
+CANCEL_POLL_SECONDS = 1.0
 
 
 class Engine:
@@ -80,6 +85,10 @@ class Engine:
         self.stopping = threading.Event()
         self._in_flight: set[int] = set()  # claimed and not yet recorded
         self._stop_runs = threading.Event()  # set at shutdown: running actions stop, queued ones do not start
+        # Each claimed run's own stop event: set at shutdown, or when the run is cancelled
+        # (then its message is in _cancelled). Guarded by _lock.
+        self._stops: dict[int, threading.Event] = {}
+        self._cancelled: dict[int, str] = {}
         self._lock = threading.Lock()
         self._wake_requested = threading.Event()
         self._ticking = threading.Event()
@@ -103,6 +112,10 @@ class Engine:
             self._heartbeat_job, IntervalTrigger(seconds=max(self.lease_seconds / 3, 0.2)), id="heartbeat",
             next_run_time=now, max_instances=1, coalesce=True, misfire_grace_time=None,
         )
+        self.timer.add_job(
+            self._cancel_job, IntervalTrigger(seconds=CANCEL_POLL_SECONDS), id="cancels",
+            next_run_time=now, max_instances=1, coalesce=True, misfire_grace_time=None,
+        )
         self.pool.start()
         self.recorder.start()
         self.timer.start()
@@ -123,6 +136,9 @@ class Engine:
         while self.in_flight_count() and time.monotonic() < deadline:
             time.sleep(0.05)
         self._stop_runs.set()
+        with self._lock:
+            for stop in self._stops.values():
+                stop.set()
         # Stopped actions end within moments (their process groups are killed); let them record.
         deadline = time.monotonic() + 30
         while self.in_flight_count() and time.monotonic() < deadline:
@@ -130,6 +146,7 @@ class Engine:
         if self.in_flight_count():
             log.error("%d runs did not record their outcome; lease recovery will finish them", self.in_flight_count())
         self.recorder.stop_when_empty()
+        self._remove_job("cancels")
         self.timer.shutdown(wait=False)
         # A queued run sees the stop event at once and records itself as stopped.
         self.pool.shutdown()
@@ -246,6 +263,31 @@ class Engine:
             self._announce(recovered, [])
             self.wake()  # their retries may be due
 
+    def _cancel_job(self) -> None:
+        """Stop the runs of this process that someone cancelled (engine/cancels.py): one query
+        a second, and none while this process runs nothing."""
+        with self._lock:
+            if not self._in_flight:
+                return
+        try:
+            with self._db_lock, self.app.app_context():
+                asked = cancels.requested(self.owner)
+                with self._lock:
+                    done = [run_id for run_id in asked if run_id not in self._in_flight]
+                if done:  # recorded before the cancel was seen: nothing left to stop
+                    cancels.forget(done)
+                db.session.commit()
+        except SQLAlchemyError as exc:
+            log.warning("reading cancels failed: %s", exc.__class__.__name__)
+            return
+        with self._lock:
+            for run_id, message in asked.items():
+                stop = self._stops.get(run_id)
+                if stop is not None and run_id not in self._cancelled:
+                    self._cancelled[run_id] = message
+                    stop.set()
+                    log.info("run %s: %s", run_id, message)
+
     def _announce(self, finished: list[FinishedRun], skips: list[SkippedSlot]) -> None:
         if finished:
             events.runs_finished.send(self.app, runs=finished)
@@ -263,33 +305,49 @@ class Engine:
             events.runs_started.send(self.app, runs=report.claimed, started_at=now)
 
     def _submit(self, claimed: ClaimedRun) -> None:
+        stop = threading.Event()
         with self._lock:
             self._in_flight.add(claimed.run_id)
+            self._stops[claimed.run_id] = stop
+            if self._stop_runs.is_set():
+                stop.set()
         try:
             self.pool.submit(claimed)
         except RuntimeError:  # the workers are shut down: leave the run to lease recovery
             with self._lock:
                 self._in_flight.discard(claimed.run_id)
+                self._stops.pop(claimed.run_id, None)
 
     def _execute(self, claimed: ClaimedRun) -> None:
         started_at = self.clock()
         worker = threading.get_ident()
         self._running_on[worker] = (claimed, started_at)
+        with self._lock:
+            stop = self._stops.get(claimed.run_id) or self._stop_runs
         try:
             with log_context(task_id=claimed.task_id, run_id=claimed.run_id, attempt=claimed.attempt):
-                outcome = self._perform(claimed, self._stop_runs)
+                outcome = self._perform(claimed, stop)
         except BaseException as exc:  # the executors never raise; if one does, the run still ends
             outcome = Outcome(succeeded=False, message=f"internal error: {exc!r}")
         del self._running_on[worker]
+        with self._lock:
+            self._stops.pop(claimed.run_id, None)
+            cancelled = self._cancelled.pop(claimed.run_id, None)
+        if cancelled is not None:
+            outcome = cancelled_outcome(outcome, cancelled)
         if not outcome.abandoned:  # else _abandon recorded the run long ago
             self.recorder.put(RunResult(claimed.run_id, outcome, started_at, self.clock()))
 
     def _abandon(self, worker: int, reason: str, output: str) -> None:
         """The watchdog gave up on the python call that ``worker`` runs: record the run, replace the worker."""
         claimed, started_at = self._running_on[worker]
+        with self._lock:
+            cancelled = self._cancelled.pop(claimed.run_id, None)
         log.warning("python action %s still runs after TimeoutError (blocked in C code, or it caught the"
                     " exception); its run is failed and its worker replaced", claimed.action.get("callable"))
         outcome = abandoned_outcome(reason, claimed.timeout_seconds, output, self.output_limit)
+        if cancelled is not None:
+            outcome = cancelled_outcome(outcome, cancelled)
         self.recorder.put(RunResult(claimed.run_id, outcome, started_at, self.clock()))
         self.pool.replace(worker)
 
@@ -309,6 +367,14 @@ class Engine:
         self._announce(finished, [])
         if self._room_to_claim():
             self.wake()  # workers are free, and retries or dependent runs may be due
+
+
+def cancelled_outcome(outcome: Outcome, message: str) -> Outcome:
+    """What a cancelled run records: failed, the cancel's message first (what the action said after),
+    its output and exit code kept; not retried."""
+    said = f"; {outcome.message}" if outcome.message and not outcome.succeeded else ""
+    return replace(outcome, succeeded=False, message=f"{message}{said}", interrupted=False, cancelled=True,
+                   abandoned=False)
 
 
 def _shell_cgroups(config, owner: str) -> RunCgroups | None:

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from .active_runs import has_active_run
+from .active_runs import EXCLUSIVE_POLICIES, has_active_run
 from .dependencies import ParentState, gate
 from .schedules import ONE_MICROSECOND, Schedule, jitter_offset
 
@@ -38,6 +38,8 @@ class DueTask:
     status: str
     catchup: str = "latest"
     jitter_seconds: int = 0
+    waiting: int = 0  # queued runs of the task not started yet (read for buffer_*, replace and pools)
+    pool: str | None = None
 
     @property
     def is_active(self) -> bool:
@@ -68,6 +70,7 @@ class SlotPlan:
     wait: bool = False
     wait_reason: str = ""
     trigger: str = "schedule"
+    replace: bool = False  # cancel what of the task is active; the queued slot runs after it
 
 
 def _fmt(moment: datetime) -> str:
@@ -77,12 +80,13 @@ def _fmt(moment: datetime) -> str:
 def plan_slot(task: DueTask, parents: Sequence[ParentState], now: datetime) -> SlotPlan:
     """Decide what the tick does with ``task``, whose ``due_at`` is at or before ``now``."""
     due = task.next_run_at
-    forbid_active = task.concurrency_policy == "forbid" and task.is_active
 
     if task.schedule.kind is None:
         # A dependency trigger is an event, not a slot: it is never missed, only delayed.
-        if forbid_active:
+        if task.concurrency_policy in EXCLUSIVE_POLICIES and task.is_active:
             return SlotPlan(wait=True, wait_reason="previous run still active")
+        if task.pool is not None:
+            return SlotPlan(queue=(due,), trigger="dependency")
         return SlotPlan(run_slot=due, trigger="dependency")
 
     clock = now - (task.due_at - due)
@@ -117,10 +121,29 @@ def plan_slot(task: DueTask, parents: Sequence[ParentState], now: datetime) -> S
         return SlotPlan(skips=skips + (Skip(runs[-1], decision.reason, decision.parent),), **advance)
     if len(runs) > 1:
         return SlotPlan(queue=tuple(runs), skips=skips, **advance)
-    if forbid_active:
-        return SlotPlan(skips=skips + (Skip(runs[0], "previous run still active (concurrency_policy forbid)"),),
+    return _overlap(task, runs[0], skips, advance)
+
+
+def _overlap(task: DueTask, slot: datetime, skips: tuple[Skip, ...], advance: dict) -> SlotPlan:
+    """The concurrency policy's answer for one slot that may run now. A slot that must wait
+    (for the task's active run, or for a slot of its pool) is queued: a pending run that
+    the tick starts when the task is idle and its pool has room, oldest slot first."""
+    policy = task.concurrency_policy
+    busy = task.is_active or task.waiting > 0  # a waiting run goes before this slot
+    if policy == "forbid" and task.is_active:
+        return SlotPlan(skips=skips + (Skip(slot, "previous run still active (concurrency_policy forbid)"),),
                         **advance)
-    return SlotPlan(run_slot=runs[0], skips=skips, **advance)
+    if policy == "forbid" and task.waiting:
+        return SlotPlan(skips=skips + (Skip(slot, f"a run already waits for pool {task.pool} "
+                                                  "(concurrency_policy forbid)"),), **advance)
+    if policy == "buffer_one" and task.waiting:
+        return SlotPlan(skips=skips + (Skip(slot, "a slot already waits (concurrency_policy buffer_one)"),),
+                        **advance)
+    if policy == "replace" and busy:
+        return SlotPlan(queue=(slot,), skips=skips, replace=True, **advance)
+    if busy and policy in ("buffer_one", "buffer_all") or task.pool is not None:
+        return SlotPlan(queue=(slot,), skips=skips, **advance)
+    return SlotPlan(run_slot=slot, skips=skips, **advance)
 
 
 def _catch_up(task: DueTask, latest: datetime, clock: datetime, grace: timedelta

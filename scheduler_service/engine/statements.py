@@ -14,10 +14,10 @@ from typing import Any
 import sqlalchemy as sa
 
 from ..database import db
-from ..models import Run, Task, UTCDateTime, task_dependencies
+from ..models import Pool, Run, Task, UTCDateTime, task_dependencies
 from .active_runs import active_run_clause
 
-task, run, deps = Task.__table__, Run.__table__, task_dependencies
+task, run, deps, pool = Task.__table__, Run.__table__, task_dependencies, Pool.__table__
 _p = sa.bindparam
 
 # Never below zero, even if a count was ever lost.
@@ -45,7 +45,21 @@ CLAIM_RETRY = (
 CLAIM_MANUAL = (
     sa.update(run)
     .where(run.c.id == _p("b_id"), run.c.status == "pending")
-    .values(status="running", started_at=_p("b_now"), owner=_p("b_owner"), heartbeat_at=_p("b_now"))
+    .values(status="running", started_at=_p("b_now"), owner=_p("b_owner"), heartbeat_at=_p("b_now"),
+            pool=_p("b_pool"))
+)
+# A pool's slot is taken in the claim's transaction, only while one is free: the pool's
+# row lock orders concurrent claims, so no two processes can take its last slot.
+ACQUIRE_POOL_SLOT = (
+    sa.update(pool).where(pool.c.name == _p("b_pool"), pool.c.running < pool.c.slots)
+    .values(running=pool.c.running + 1)
+)
+RELEASE_POOL_SLOTS = (
+    sa.update(pool).where(pool.c.name == _p("b_pool"))
+    .values(running=sa.case((pool.c.running > _p("b_count"), pool.c.running - _p("b_count")), else_=0))
+)
+_pool_has_room = sa.or_(
+    task.c.pool.is_(None), sa.exists().where(pool.c.name == task.c.pool, pool.c.running < pool.c.slots),
 )
 # Queued runs (backfill, catch-up) start one at a time: only while nothing of the task is active.
 CLAIM_IDLE_TASK = (
@@ -53,15 +67,16 @@ CLAIM_IDLE_TASK = (
     .where(task.c.id == _p("b_id"), sa.not_(active_run_clause(task)))
     .values(active_runs=task.c.active_runs + 1, **STARTED)
 )
-QUEUED_TRIGGERS = ("schedule", "backfill")
+QUEUED_TRIGGERS = ("schedule", "backfill", "dependency")
 _queued = run.alias("queued")
-# The oldest queued run of each idle task: the one that may start next.
+# The oldest queued run of each idle task whose pool (if any) has a free slot: the one that may start next.
 NEXT_QUEUED_RUNS = (
     sa.select(run.c.id, run.c.task_id, run.c.attempt, run.c.trigger, run.c.scheduled_for,
-              task.c.action, task.c.timeout_seconds)
+              task.c.action, task.c.timeout_seconds, task.c.pool)
     .join(task, task.c.id == run.c.task_id)
     .where(
         run.c.status == "pending", run.c.trigger.in_(QUEUED_TRIGGERS), sa.not_(active_run_clause(task)),
+        _pool_has_room,
         run.c.scheduled_for == sa.select(sa.func.min(_queued.c.scheduled_for)).where(
             _queued.c.task_id == run.c.task_id, _queued.c.status == "pending",
             _queued.c.trigger.in_(QUEUED_TRIGGERS),
@@ -70,12 +85,23 @@ NEXT_QUEUED_RUNS = (
     .order_by(run.c.scheduled_for, run.c.id)
     .limit(_p("b_limit"))
 )
+# Runs of the task waiting to start (queued): read only where the policy looks at them (a
+# pending run has no start time yet, so ix_run_task_started finds them).
+_waiting = (
+    sa.select(sa.func.count()).select_from(_queued)
+    .where(_queued.c.task_id == task.c.id, _queued.c.started_at.is_(None), _queued.c.status == "pending",
+           _queued.c.trigger.in_(QUEUED_TRIGGERS))
+    .scalar_subquery()
+)
+WAITING_POLICIES = ("buffer_one", "buffer_all", "replace")
 DUE_SLOTS = (
     sa.select(
         task.c.id, task.c.cron_expression, task.c.interval_seconds, task.c.schedule_anchor, task.c.run_at,
         task.c.timezone, task.c.calendar, task.c.jitter_seconds, task.c.catchup, task.c.next_run_at,
         task.c.due_at, task.c.misfire_grace_seconds, task.c.concurrency_policy, task.c.active_runs,
-        task.c.status, task.c.action, task.c.timeout_seconds,
+        task.c.status, task.c.action, task.c.timeout_seconds, task.c.pool,
+        sa.case((sa.or_(task.c.concurrency_policy.in_(WAITING_POLICIES), task.c.pool.is_not(None)), _waiting),
+                else_=0).label("waiting"),
     )
     .where(task.c.enabled, task.c.due_at <= _p("b_now"))
     .order_by(task.c.due_at, task.c.id)
@@ -91,12 +117,14 @@ PARENTS_OF = (
     .where(deps.c.child_id.in_(_p("b_ids", expanding=True)))
     .order_by(deps.c.child_id, task.c.id)
 )
-# One round trip, each part answered from an index (ix_run_status_started, ix_task_retry_due, ix_task_due).
+# One round trip, each part answered from an index (ix_run_status_started, ix_task_retry_due, ix_task_due,
+# ix_task_paused_until).
 DUE_WORK = sa.select(
     sa.select(run.c.id).where(run.c.status == "pending").limit(1).scalar_subquery(),
     sa.select(sa.func.min(task.c.next_retry_at)).where(task.c.status == "retrying").scalar_subquery(),
     sa.select(sa.func.min(task.c.due_at)).where(task.c.enabled).scalar_subquery(),
     sa.select(deps.c.child_id).limit(1).scalar_subquery(),
+    sa.select(sa.func.min(task.c.paused_until)).scalar_subquery(),
 )
 
 # --- recording (the recorder thread; the heartbeat thread for lost runs) -----------------
@@ -104,7 +132,7 @@ DUE_WORK = sa.select(
 RUN_FACTS = (
     sa.select(
         run.c.id, run.c.task_id, run.c.attempt, run.c.trigger, run.c.scheduled_for, run.c.started_at,
-        task.c.name, task.c.max_retries, task.c.retry_delay_seconds, task.c.retry_max_delay_seconds,
+        run.c.pool, task.c.name, task.c.max_retries, task.c.retry_delay_seconds, task.c.retry_max_delay_seconds,
         task.c.last_outcome,
         # Only a parent's success can make a child due: most tasks have none, and then
         # recording needs no look for waiting children.
@@ -137,7 +165,24 @@ MOVE_TASK_ON = (
     .values(
         status=_p("b_status"), retry_count=_p("b_retry_count"), next_retry_at=_p("b_retry_at"),
         last_outcome=_p("b_outcome"), active_runs=_one_less_active, updated_at=task.c.updated_at,
+        # b_failures: 1 after a final failure, 0 after a success, None after neither (a retry, a cancel).
+        consecutive_failures=sa.case(
+            (_p("b_failures", type_=sa.Integer) == 1, task.c.consecutive_failures + 1),
+            (_p("b_failures", type_=sa.Integer) == 0, 0),
+            else_=task.c.consecutive_failures,
+        ),
     )
+)
+# pause_after_failures: the tasks of a batch's final failures that have now failed often enough.
+AUTO_PAUSE = (
+    sa.update(task)
+    .where(task.c.id.in_(_p("b_ids", expanding=True)), task.c.enabled, task.c.pause_after_failures > 0,
+           task.c.consecutive_failures >= task.c.pause_after_failures)
+    .values(enabled=False, next_run_at=None, due_at=None, paused_until=None,
+            pause_note=sa.literal("paused after ") + sa.cast(task.c.consecutive_failures, sa.String)
+            + sa.literal(" consecutive failures"),
+            paused_by=_p("b_actor"), updated_at=task.c.updated_at)
+    .returning(task.c.id, task.c.consecutive_failures)
 )
 
 

@@ -25,8 +25,11 @@ from ..database import db
 from ..models import Run, SchedulerState, Task
 from ..run_rows import NewRuns, running_row
 from ..task_schedules import load_calendars, schedule_for
+from . import cancels, pool_seats
 from . import statements as sql
+from .active_runs import EXCLUSIVE_POLICIES
 from .dependencies import ParentState
+from ..pausing import resume_paused
 from .records import ClaimedRun, SkippedSlot
 from .slots import DueTask, SlotPlan, plan_slot
 
@@ -72,6 +75,7 @@ def tick(now: datetime, *, owner: str, capacity: int,
     else:
         gated = due is None or due.any_dependencies
         steps = [  # (step, its extra arguments, whether it has anything to do)
+            (_resume_paused, (), lambda: due is None or due.due(due.next_resume_at, now)),
             (_claim_manual_runs, (), lambda: due is None or due.manual_pending),
             (_claim_retries, (), lambda: due is None or due.due(due.next_retry_at, now)),
             (_claim_due_slots, (gated,), lambda: due is None or due.due(due.next_slot_at, now)),
@@ -88,6 +92,9 @@ def tick(now: datetime, *, owner: str, capacity: int,
             _guarded(report, claim_step, now, owner, free, report, *extra)
         if on_committed is not None and (report.claimed or report.skips):
             on_committed(report)
+        if due is None or due.manual_pending:
+            # Pending runs may wait on what another process runs (their task, their pool): look again soon.
+            report.waiting += 1
         if not report.saturated:
             # When saturated, the next tick comes as soon as runs are recorded: no need to look ahead.
             report.next_due_at = _guarded(report, earliest_due, now)
@@ -99,29 +106,32 @@ class DueWork:
     """What one read of the tables says is waiting: pending runs (manual or queued), and the
     earliest retry and slot."""
 
-    manual_pending: bool
+    manual_pending: bool  # any pending run: manual, or queued
     next_retry_at: datetime | None
     next_slot_at: datetime | None
     any_dependencies: bool = True  # False: no task has parents, so no gate needs reading
+    next_resume_at: datetime | None = None  # the first paused task's `paused_until`
 
     @staticmethod
     def due(moment: datetime | None, now: datetime) -> bool:
         return moment is not None and moment <= now
 
     def anything_due(self, now: datetime) -> bool:
-        return self.manual_pending or self.due(self.next_retry_at, now) or self.due(self.next_slot_at, now)
+        return (self.manual_pending or self.due(self.next_retry_at, now) or self.due(self.next_slot_at, now)
+                or self.due(self.next_resume_at, now))
 
     @property
     def next_due_at(self) -> datetime | None:
-        moments = [moment for moment in (self.next_retry_at, self.next_slot_at) if moment is not None]
+        moments = [moment for moment in (self.next_retry_at, self.next_slot_at, self.next_resume_at)
+                   if moment is not None]
         return min(moments) if moments else None
 
 
 def due_work(now: datetime) -> DueWork:
     """What is due, in one round trip."""
-    pending, retry_at, slot_at, some_child = sql.execute(sql.DUE_WORK).one()
+    pending, retry_at, slot_at, some_child, resume_at = sql.execute(sql.DUE_WORK).one()
     db.session.commit()
-    return DueWork(pending is not None, retry_at, slot_at, some_child is not None)
+    return DueWork(pending is not None, retry_at, slot_at, some_child is not None, resume_at)
 
 
 def _guarded(report: TickReport, step, *args):
@@ -150,29 +160,37 @@ def mark_tick(now: datetime) -> None:
 
 
 def earliest_due(now: datetime) -> datetime | None:
-    """The soonest future slot or retry: when the tick should wake next (one round trip)."""
+    """The soonest future slot, retry or resume: when the tick should wake next (one round trip)."""
     next_slot = sa.select(sa.func.min(Task.due_at)).where(Task.enabled, Task.due_at > now)
     next_retry = sa.select(sa.func.min(Task.next_retry_at)).where(Task.status == "retrying")
-    slot, retry = db.session.execute(sa.select(next_slot.scalar_subquery(), next_retry.scalar_subquery())).one()
+    next_resume = sa.select(sa.func.min(Task.paused_until))
+    slot, retry, resume = db.session.execute(sa.select(
+        next_slot.scalar_subquery(), next_retry.scalar_subquery(), next_resume.scalar_subquery())).one()
     db.session.commit()
-    candidates = [moment for moment in (slot, retry) if moment is not None]
+    candidates = [moment for moment in (slot, retry, resume) if moment is not None]
     return min(candidates) if candidates else None
 
 
 def _claim_manual_runs(now: datetime, owner: str, free: int, report: TickReport) -> None:
     pending = db.session.execute(
-        sa.select(Run.id, Run.task_id, Run.attempt, Run.scheduled_for)
+        sa.select(Run.id, Run.task_id, Run.attempt, Run.scheduled_for, Task.pool)
+        .join(Task, Task.id == Run.task_id)
         .where(Run.status == "pending", Run.trigger == "manual").order_by(Run.id).limit(free)
     ).all()
     if not pending:
         db.session.commit()
         return
     taken = []
-    for run_id, task_id, attempt, slot in pending:
-        claimed = sql.execute(sql.CLAIM_MANUAL, {"b_id": run_id, "b_now": now, "b_owner": owner}).rowcount
+    for run_id, task_id, attempt, slot, pool in pending:
+        if pool is not None and not pool_seats.take(pool):
+            continue  # its pool is full: it waits, pending
+        claimed = sql.execute(sql.CLAIM_MANUAL, {"b_id": run_id, "b_now": now, "b_owner": owner,
+                                                 "b_pool": pool}).rowcount
         if claimed:
             taken.append((run_id, task_id, attempt, slot))
         else:
+            if pool is not None:
+                pool_seats.give_back({pool: 1})
             report.lost_claims += 1
     task_ids = {task_id for _, task_id, _, _ in taken}
     actions = {}
@@ -190,16 +208,22 @@ def _claim_manual_runs(now: datetime, owner: str, free: int, report: TickReport)
 
 
 def _claim_queued_runs(now: datetime, owner: str, free: int, report: TickReport) -> None:
-    """Start the oldest queued run (backfill, catch-up) of each task that has nothing active.
+    """Start the oldest queued run (backfill, catch-up, a buffered slot, a run waiting for its
+    pool) of each task that has nothing active, oldest slot first.
 
     One transaction per run: its task's conditional UPDATE (nothing of the task active)
-    is what makes a task's queued runs start one at a time, whichever process claims them.
+    is what makes a task's queued runs start one at a time, whichever process claims them,
+    and its pool's (pool_seats.take) what keeps the pool's limit.
     """
     rows = sql.execute(sql.NEXT_QUEUED_RUNS, {"b_limit": free}).all()
     db.session.commit()
     for row in rows:
+        if row.pool is not None and not pool_seats.take(row.pool):
+            db.session.rollback()
+            continue  # the pool filled up since the read: the run waits
         if not (sql.execute(sql.CLAIM_IDLE_TASK, {"b_id": row.task_id, "b_now": now}).rowcount
-                and sql.execute(sql.CLAIM_MANUAL, {"b_id": row.id, "b_now": now, "b_owner": owner}).rowcount):
+                and sql.execute(sql.CLAIM_MANUAL, {"b_id": row.id, "b_now": now, "b_owner": owner,
+                                                   "b_pool": row.pool}).rowcount):
             db.session.rollback()
             report.lost_claims += 1
             continue
@@ -212,9 +236,13 @@ def _claim_queued_runs(now: datetime, owner: str, free: int, report: TickReport)
         ))
 
 
+def _resume_paused(now: datetime, owner: str, free: int, report: TickReport) -> None:
+    resume_paused(now)
+
+
 def _claim_retries(now: datetime, owner: str, free: int, report: TickReport) -> None:
     due = db.session.execute(
-        sa.select(Task.id, Task.next_retry_at, Task.retry_count, Task.action, Task.timeout_seconds)
+        sa.select(Task.id, Task.next_retry_at, Task.retry_count, Task.action, Task.timeout_seconds, Task.pool)
         .where(Task.status == "retrying", Task.next_retry_at <= now)
         .order_by(Task.next_retry_at)
         .limit(free)
@@ -228,13 +256,17 @@ def _claim_retries(now: datetime, owner: str, free: int, report: TickReport) -> 
 def _write_retry_claims(rows: Sequence[Any], now: datetime, owner: str, report: TickReport) -> None:
     taken, run_rows = [], []
     for row in rows:
+        if row.pool is not None and not pool_seats.take(row.pool):
+            continue  # the retry waits (the task stays `retrying`) until its pool has room
         claimed = sql.execute(sql.CLAIM_RETRY, {"b_id": row.id, "b_seen": row.next_retry_at, "b_now": now}).rowcount
         if not claimed:
+            if row.pool is not None:
+                pool_seats.give_back({row.pool: 1})
             report.lost_claims += 1
             continue
         taken.append(row)
         run_rows.append(running_row(row.id, attempt=row.retry_count + 1, trigger="retry", slot=row.next_retry_at,
-                                    now=now, owner=owner))
+                                    now=now, owner=owner, pool=row.pool))
     with NewRuns(db.session.connection()) as runs:
         run_ids = runs.add(run_rows)
     db.session.commit()
@@ -302,6 +334,7 @@ def _plan_due_slots(rows: Sequence[Any], now: datetime, free: int, report: TickR
             due = DueTask(
                 row.id, schedule_for(row, calendars), row.next_run_at, row.due_at, row.misfire_grace_seconds,
                 row.concurrency_policy, row.active_runs, row.status, row.catchup, row.jitter_seconds,
+                row.waiting, row.pool,
             )
             plan = plan_slot(due, parents.get(row.id, []), now)
         except Exception:  # a task whose rules cannot be evaluated must not stop the others
@@ -339,8 +372,10 @@ def _write_plans(plans: Sequence[tuple[Any, SlotPlan]], now: datetime, owner: st
             parent = skip.parent
             skipped.append(SkippedSlot(row.id, skip.slot, skip.message, parent and parent.id,
                                        parent and parent.status))
+        if plan.replace:
+            cancels.replace_active(row.id, now)
         queue_rows.extend({
-            "task_id": row.id, "attempt": 1, "trigger": "schedule", "status": "pending", "scheduled_for": slot,
+            "task_id": row.id, "attempt": 1, "trigger": plan.trigger, "status": "pending", "scheduled_for": slot,
             "created_at": now,
         } for slot in plan.queue)
         if plan.run_slot is not None:
@@ -385,7 +420,7 @@ def _claim_slots(plans: Sequence[tuple[Any, SlotPlan]], now: datetime) -> set[in
         if plan.run_slot is None:
             claim = sql.ADVANCE_SLOT
         else:
-            claim = sql.CLAIM_SLOT_FORBID if row.concurrency_policy == "forbid" else sql.CLAIM_SLOT
+            claim = sql.CLAIM_SLOT_FORBID if row.concurrency_policy in EXCLUSIVE_POLICIES else sql.CLAIM_SLOT
         groups[(claim, row.next_run_at, plan.next_run_at, plan.next_due_at)].append(row.id)
     won: set[int] = set()
     for (claim, seen, next_at, next_due), task_ids in groups.items():

@@ -75,8 +75,12 @@ def target_for(notify: dict[str, Any] | None, default_url: str | None) -> Target
 def finished_events(run: FinishedRun, target: Target) -> list[str]:
     """The events a recorded outcome raises (``slow`` is decided apart: it may come while running)."""
     found = []
-    if run.status == "failed":
+    if run.cancelled:
+        pass  # someone stopped it: not a failure to tell anyone about, and no retry follows
+    elif run.status == "failed":
         found.append("failure" if run.gave_up else "retry")
+        if run.paused:
+            found.append("paused")
     elif run.status == "success":
         found.append("success")
         # Recovered: the first success after a run that ended its chain failed (a `failure` event);
@@ -106,6 +110,8 @@ def _summary(event: str, name: str, run: FinishedRun) -> str:
         text = f"task '{name}' failed on attempt {run.attempt}; retry at {_iso(run.retry_at)}"
     elif event == "recovered":
         text = f"task '{name}' succeeded again after failing"
+    elif event == "paused":
+        text = f"task '{name}' paused itself after failing too often (pause_after_failures); resume it when fixed"
     else:
         text = f"task '{name}' succeeded"
     if run.duration_seconds is not None:

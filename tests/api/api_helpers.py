@@ -26,6 +26,7 @@ TASK_FIELDS = {
     "timeout_seconds", "max_retries", "retry_delay_seconds", "retry_max_delay_seconds",
     "concurrency_policy", "misfire_grace_seconds", "notify", "status", "retry_count",
     "last_run_at", "next_run_at", "created_at", "updated_at",
+    "pool", "pause_after_failures", "pause_note", "paused_until", "paused_by", "consecutive_failures",
 }
 RUN_FIELDS = {
     "id", "task_id", "task_name", "attempt", "trigger", "status", "scheduled_for", "started_at",

@@ -55,6 +55,12 @@ def test_create_answers_201_with_every_field_and_the_defaults(app, client):
         "status": "pending",
         "retry_count": 0,
         "last_run_at": None,
+        "pool": None,
+        "pause_after_failures": 0,
+        "pause_note": None,
+        "paused_until": None,
+        "paused_by": None,
+        "consecutive_failures": 0,
     }
     # next_run_at: the next matching time after creation, in UTC with an explicit +00:00.
     assert task["next_run_at"] in bracketed_next("*/5 * * * *", before, after)

@@ -317,7 +317,7 @@ def test_notify_is_stored_changed_and_cleared(app, client, make_task):
     assert task["notify"] == {"url": None, "events": ["late", "failure"], "late_after_seconds": 30,
                               "slow_after_seconds": None}
     changed = client.patch(f"/api/tasks/{task['id']}/", json={"notify": {"url": "http://hooks.internal:8080/x"}})
-    assert changed.get_json()["notify"]["events"] == ["failure", "recovered", "missed"]  # replaced whole
+    assert changed.get_json()["notify"]["events"] == ["failure", "recovered", "missed", "paused"]  # replaced whole
     kept = client.patch(f"/api/tasks/{task['id']}/", json={"description": "d"}).get_json()
     assert kept["notify"]["url"] == "http://hooks.internal:8080/***"  # the path is write-only
     with app.app_context():
@@ -362,7 +362,7 @@ def test_which_outcomes_raise_which_events():
 
 def test_targets_and_defaults():
     assert target_for(None, None) is None
-    assert target_for(None, "http://d.test/") == Target("http://d.test/", frozenset({"failure", "recovered", "missed"}))
+    assert target_for(None, "http://d.test/") == Target("http://d.test/", frozenset({"failure", "recovered", "missed", "paused"}))
     assert target_for({"events": ["success"]}, None) is None
     assert target_for({"url": "http://t.test/", "events": []}, "http://d.test/").events == frozenset()
     assert target_for({"events": ["slow"], "slow_after_seconds": 5}, "http://d.test/").slow_after_seconds == 5
