@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -102,9 +102,14 @@ def reschedule(task: Task, now: datetime) -> None:
 
 def task_schedule(task: Task, start: datetime, count: int) -> dict[str, Any]:
     """What ``GET /api/tasks/{id}/schedule/`` answers: the slots a disabled task would have
-    are not slots (it is never run by the schedule), nor has a dependency-only task any."""
+    are not slots (it is never run by the schedule), nor has a dependency-only task any. A task
+    paused until a time has the slots from then on (pausing.py resumes it at the first)."""
     schedule = schedule_of(task)
     description = schedule.describe()
+    if task.paused_until is not None:
+        after = max(start, task.paused_until - timedelta(microseconds=1))
+        return {"description": f"Paused until {task.paused_until.isoformat()}. {description}",
+                "next_runs": schedule.upcoming(after, count)}
     if not task.enabled:
-        return {"description": f"Disabled. {description}", "next_runs": []}
+        return {"description": f"{'Paused' if task.pause_note else 'Disabled'}. {description}", "next_runs": []}
     return {"description": description, "next_runs": schedule.upcoming(start, count)}

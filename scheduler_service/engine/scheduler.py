@@ -18,7 +18,6 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
 import click
@@ -36,6 +35,7 @@ from .. import events
 from ..database import db
 from . import cancels
 from .claim_window import ClaimWindow
+from .run_stops import RunStops
 from .containment import RunCgroups
 from .executors import GuardRails, abandoned_outcome, close_executors, execute_action, executors_with
 from .records import ClaimedRun, FinishedRun, Outcome, RunResult, SkippedSlot
@@ -84,11 +84,9 @@ class Engine:
         self.timer = BackgroundScheduler(timezone=timezone.utc)
         self.stopping = threading.Event()
         self._in_flight: set[int] = set()  # claimed and not yet recorded
-        self._stop_runs = threading.Event()  # set at shutdown: running actions stop, queued ones do not start
-        # Each claimed run's own stop event: set at shutdown, or when the run is cancelled
-        # (then its message is in _cancelled). Guarded by _lock.
-        self._stops: dict[int, threading.Event] = {}
-        self._cancelled: dict[int, str] = {}
+        # Each claimed run's stop event: set at shutdown (running actions stop, queued ones do
+        # not start) or when the run is cancelled.
+        self.stops = RunStops()
         self._lock = threading.Lock()
         self._wake_requested = threading.Event()
         self._ticking = threading.Event()
@@ -135,10 +133,7 @@ class Engine:
         deadline = time.monotonic() + grace_seconds
         while self.in_flight_count() and time.monotonic() < deadline:
             time.sleep(0.05)
-        self._stop_runs.set()
-        with self._lock:
-            for stop in self._stops.values():
-                stop.set()
+        self.stops.stop_all()
         # Stopped actions end within moments (their process groups are killed); let them record.
         deadline = time.monotonic() + 30
         while self.in_flight_count() and time.monotonic() < deadline:
@@ -266,27 +261,20 @@ class Engine:
     def _cancel_job(self) -> None:
         """Stop the runs of this process that someone cancelled (engine/cancels.py): one query
         a second, and none while this process runs nothing."""
-        with self._lock:
-            if not self._in_flight:
-                return
+        if not self.stops.held():
+            return
         try:
             with self._db_lock, self.app.app_context():
                 asked = cancels.requested(self.owner)
-                with self._lock:
-                    done = [run_id for run_id in asked if run_id not in self._in_flight]
-                if done:  # recorded before the cancel was seen: nothing left to stop
-                    cancels.forget(done)
+                gone = self.stops.cancel(asked)
+                if gone:  # finished before the cancel was seen: nothing left to stop
+                    cancels.forget(gone)
                 db.session.commit()
         except SQLAlchemyError as exc:
             log.warning("reading cancels failed: %s", exc.__class__.__name__)
             return
-        with self._lock:
-            for run_id, message in asked.items():
-                stop = self._stops.get(run_id)
-                if stop is not None and run_id not in self._cancelled:
-                    self._cancelled[run_id] = message
-                    stop.set()
-                    log.info("run %s: %s", run_id, message)
+        for run_id in asked.keys() - set(gone):
+            log.info("run %s: %s", run_id, asked[run_id])
 
     def _announce(self, finished: list[FinishedRun], skips: list[SkippedSlot]) -> None:
         if finished:
@@ -305,49 +293,37 @@ class Engine:
             events.runs_started.send(self.app, runs=report.claimed, started_at=now)
 
     def _submit(self, claimed: ClaimedRun) -> None:
-        stop = threading.Event()
         with self._lock:
             self._in_flight.add(claimed.run_id)
-            self._stops[claimed.run_id] = stop
-            if self._stop_runs.is_set():
-                stop.set()
+        self.stops.add(claimed.run_id)
         try:
             self.pool.submit(claimed)
         except RuntimeError:  # the workers are shut down: leave the run to lease recovery
             with self._lock:
                 self._in_flight.discard(claimed.run_id)
-                self._stops.pop(claimed.run_id, None)
+            self.stops.forget(claimed.run_id)
 
     def _execute(self, claimed: ClaimedRun) -> None:
         started_at = self.clock()
         worker = threading.get_ident()
         self._running_on[worker] = (claimed, started_at)
-        with self._lock:
-            stop = self._stops.get(claimed.run_id) or self._stop_runs
         try:
             with log_context(task_id=claimed.task_id, run_id=claimed.run_id, attempt=claimed.attempt):
-                outcome = self._perform(claimed, stop)
+                outcome = self._perform(claimed, self.stops.event(claimed.run_id))
         except BaseException as exc:  # the executors never raise; if one does, the run still ends
             outcome = Outcome(succeeded=False, message=f"internal error: {exc!r}")
         del self._running_on[worker]
-        with self._lock:
-            self._stops.pop(claimed.run_id, None)
-            cancelled = self._cancelled.pop(claimed.run_id, None)
-        if cancelled is not None:
-            outcome = cancelled_outcome(outcome, cancelled)
+        outcome = self.stops.finish(claimed.run_id, outcome)
         if not outcome.abandoned:  # else _abandon recorded the run long ago
             self.recorder.put(RunResult(claimed.run_id, outcome, started_at, self.clock()))
 
     def _abandon(self, worker: int, reason: str, output: str) -> None:
         """The watchdog gave up on the python call that ``worker`` runs: record the run, replace the worker."""
         claimed, started_at = self._running_on[worker]
-        with self._lock:
-            cancelled = self._cancelled.pop(claimed.run_id, None)
         log.warning("python action %s still runs after TimeoutError (blocked in C code, or it caught the"
                     " exception); its run is failed and its worker replaced", claimed.action.get("callable"))
-        outcome = abandoned_outcome(reason, claimed.timeout_seconds, output, self.output_limit)
-        if cancelled is not None:
-            outcome = cancelled_outcome(outcome, cancelled)
+        outcome = self.stops.finish(
+            claimed.run_id, abandoned_outcome(reason, claimed.timeout_seconds, output, self.output_limit))
         self.recorder.put(RunResult(claimed.run_id, outcome, started_at, self.clock()))
         self.pool.replace(worker)
 
@@ -367,14 +343,6 @@ class Engine:
         self._announce(finished, [])
         if self._room_to_claim():
             self.wake()  # workers are free, and retries or dependent runs may be due
-
-
-def cancelled_outcome(outcome: Outcome, message: str) -> Outcome:
-    """What a cancelled run records: failed, the cancel's message first (what the action said after),
-    its output and exit code kept; not retried."""
-    said = f"; {outcome.message}" if outcome.message and not outcome.succeeded else ""
-    return replace(outcome, succeeded=False, message=f"{message}{said}", interrupted=False, cancelled=True,
-                   abandoned=False)
 
 
 def _shell_cgroups(config, owner: str) -> RunCgroups | None:

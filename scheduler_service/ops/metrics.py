@@ -29,7 +29,7 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.multiprocess import MultiProcessCollector
 from sqlalchemy.exc import SQLAlchemyError
 
-from .. import auth, events, listing
+from .. import auth, events, listing, pools
 from ..database import db
 from ..models import SchedulerState, Task
 from .models import ALERT_STATUSES, Alert
@@ -281,7 +281,7 @@ class DatabaseCollector:
         for status, count in alert_counts.items():
             alerts.add_metric([status], count)
 
-        families: list[Metric] = [tasks, enabled, info, alerts]
+        families: list[Metric] = [tasks, enabled, info, alerts, *_pool_gauges()]
         last_tick = session.execute(sa.select(SchedulerState.last_tick_at).where(SchedulerState.id == 1)).scalar()
         if last_tick is not None:
             tick = GaugeMetricFamily(
@@ -291,6 +291,19 @@ class DatabaseCollector:
             tick.add_metric([], last_tick.timestamp())
             families.append(tick)
         return families
+
+
+def _pool_gauges() -> list[Metric]:
+    """Each pool's slots, the runs holding one, and the pending runs of its tasks waiting."""
+    slots = GaugeMetricFamily("scheduler_pool_slots", "Runs a pool lets run at once.", labels=["pool"])
+    running = GaugeMetricFamily("scheduler_pool_running", "Runs holding a slot of the pool.", labels=["pool"])
+    waiting = GaugeMetricFamily("scheduler_pool_waiting", "Pending runs of the pool's tasks.", labels=["pool"])
+    queued = pools.waiting_by_pool()
+    for pool in pools.list_pools():
+        slots.add_metric([pool.name], pool.slots)
+        running.add_metric([pool.name], pool.running)
+        waiting.add_metric([pool.name], queued.get(pool.name, 0))
+    return [slots, running, waiting]
 
 
 def _authorized() -> bool:

@@ -889,3 +889,15 @@ def test_schedule_and_backfill_agree_on_the_slots(app, client):
     days = {parse_time(slot).astimezone(zone).date() for slot in slots}
     assert date(2026, 3, 8) not in days and not any(day.isoweekday() == 3 for day in days)
     assert len(slots) > 10
+
+
+def test_a_task_paused_until_a_time_lists_its_slots_from_then(client):
+    task = make_task(client, cron_expression="0 * * * *")
+    until = (datetime.now(timezone.utc) + timedelta(hours=5)).replace(minute=0, second=0, microsecond=0)
+    assert client.post(f"/api/tasks/{task['id']}/pause/", json={"note": "freeze", "until": until.isoformat()}
+                       ).status_code == 200
+    listed = schedule_of(client, task["id"], count=3)
+    assert [parse_time(slot) for slot in listed["next_runs"]] == [until + timedelta(hours=n) for n in range(3)]
+    assert listed["description"].startswith("Paused until")
+    assert client.post(f"/api/tasks/{task['id']}/pause/", json={"note": "indefinitely"}).status_code == 200
+    assert schedule_of(client, task["id"])["next_runs"] == []

@@ -12,15 +12,18 @@ from pathlib import Path
 
 import pytest
 import requests
+import sqlalchemy as sa
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.exc import OperationalError
 
+from tests.api.api_helpers import add_run, make_task
 from tests.appfactory import make_app, reset_database
 from tests.ops.ops_helpers import free_port
 from scheduler_service.auth import issue_token
 from scheduler_service.config import ConfigError, load_settings
 from scheduler_service.engine.tick import TickReport
 from scheduler_service.extensions import db
+from scheduler_service.models import Pool
 from scheduler_service.ops.metrics import DatabaseCollector, metrics_of
 
 REPO = Path(__file__).resolve().parents[2]
@@ -280,3 +283,16 @@ def test_per_task_counts_expose_exactly_what_the_client_instruments_would():
     assert samples(generate_latest(ours).decode()) == samples(generate_latest(client).decode())
     assert samples(generate_latest(ours).decode())[("scheduler_runs_started_total", frozenset({("task_id", "7")}))] == 3
     assert generate_openmetrics(ours) == generate_openmetrics(client)
+
+
+def test_pools_have_gauges_of_slots_running_and_waiting(app, client):
+    assert client.post("/api/pools/", json={"name": "warehouse", "slots": 3}).status_code == 201
+    task = make_task(client, pool="warehouse", cron_expression="0 0 1 1 *")
+    add_run(app, task["id"], "pending", trigger="schedule")
+    with app.app_context():
+        db.session.execute(sa.update(Pool).where(Pool.name == "warehouse").values(running=2))
+        db.session.commit()
+    text = client.get("/metrics").get_data(as_text=True)
+    assert 'scheduler_pool_slots{pool="warehouse"} 3.0' in text
+    assert 'scheduler_pool_running{pool="warehouse"} 2.0' in text
+    assert 'scheduler_pool_waiting{pool="warehouse"} 1.0' in text
