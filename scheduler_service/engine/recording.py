@@ -45,7 +45,7 @@ def finish_runs(results: Sequence[RunResult], *, owner: str | None = None) -> li
                     if (recorded := _finish_one(result, facts[result.run_id], owner=owner)) is not None]
     parents = [run.task_id for run in finished if run.status == "success" and facts[run.run_id].has_children]
     _trigger_dependents(parents, ordered[-1].finished_at if ordered else None)
-    finished = _after_finishing(finished, facts)
+    finished = _after_finishing(finished)
     db.session.commit()
     return finished
 
@@ -62,16 +62,15 @@ def finish_lost(result: RunResult, heartbeat_at: datetime) -> FinishedRun | None
     facts = _run_facts([result.run_id]).get(result.run_id)
     finished = facts and _finish_one(result, facts, owner=None, expect_heartbeat=heartbeat_at)
     if finished is not None:
-        [finished] = _after_finishing([finished], {result.run_id: facts})
+        [finished] = _after_finishing([finished])
     db.session.commit()
     return finished
 
 
-def _after_finishing(finished: list[FinishedRun], facts: dict[int, Any]) -> list[FinishedRun]:
-    """What finishing runs sets off, in their transaction: counts, pool slots given back,
-    cancel requests done with, tasks paused after failing too often."""
+def _after_finishing(finished: list[FinishedRun]) -> list[FinishedRun]:
+    """What finishing runs sets off, in their transaction: counts, cancel requests done with,
+    tasks paused after failing too often."""
     _count_finished(finished)
-    pool_seats.give_back(pool_seats.held_by(facts[run.run_id].pool for run in finished))
     cancels.forget(run.run_id for run in finished if run.cancelled)
     final_failures = sorted({run.task_id for run in finished if run.gave_up})
     if not final_failures:
@@ -120,6 +119,7 @@ def _finish_all(results: Sequence[RunResult], facts: dict[int, Any], owner: str 
     # One statement for all: it depends only on ``owner``, the same for every result here.
     if sql.execute(statement, records).rowcount != len(records):
         return None
+    _give_back_pool_slots(facts[result.run_id] for result in results)
     sql.execute(sql.MOVE_TASK_ON, moves)
     return finished
 
@@ -129,8 +129,15 @@ def _finish_one(result: RunResult, facts: Any, *, owner: str | None,
     statement, record, move, run = _finish_plan(result, facts, owner=owner, expect_heartbeat=expect_heartbeat)
     if not sql.execute(statement, record).rowcount:
         return None
+    _give_back_pool_slots([facts])
     sql.execute(sql.MOVE_TASK_ON, move)
     return run
+
+
+def _give_back_pool_slots(facts: Iterable[Any]) -> None:
+    """The pool slots of runs just recorded. Before their tasks' rows: every claim takes its
+    pool's row before its task's, so this order cannot deadlock with one."""
+    pool_seats.give_back(pool_seats.held_by(fact.pool for fact in facts))
 
 
 def _finish_plan(result: RunResult, facts: Any, *, owner: str | None, expect_heartbeat: datetime | None = None

@@ -77,6 +77,9 @@ NEXT_QUEUED_RUNS = (
     .where(
         run.c.status == "pending", run.c.trigger.in_(QUEUED_TRIGGERS), sa.not_(active_run_clause(task)),
         _pool_has_room,
+        # A paused task's waiting slots wait with it (a pause by the API skips them; an automatic one
+        # leaves them to the resume, which skips them); backfill runs were asked for by a person.
+        sa.or_(task.c.enabled, run.c.trigger == "backfill"),
         run.c.scheduled_for == sa.select(sa.func.min(_queued.c.scheduled_for)).where(
             _queued.c.task_id == run.c.task_id, _queued.c.status == "pending",
             _queued.c.trigger.in_(QUEUED_TRIGGERS),

@@ -181,7 +181,9 @@ def _claim_manual_runs(now: datetime, owner: str, free: int, report: TickReport)
         db.session.commit()
         return
     taken = []
-    for run_id, task_id, attempt, slot, pool in pending:
+    # Pools taken in name order, the order recording gives them back in: no two transactions
+    # can each hold a pool the other waits for.
+    for run_id, task_id, attempt, slot, pool in sorted(pending, key=lambda row: (row.pool or "", row.id)):
         if pool is not None and not pool_seats.take(pool):
             continue  # its pool is full: it waits, pending
         claimed = sql.execute(sql.CLAIM_MANUAL, {"b_id": run_id, "b_now": now, "b_owner": owner,
