@@ -62,7 +62,7 @@ class RunStops:
             self._events.pop(run_id, None)
 
     def finish(self, run_id: int, outcome: Outcome) -> Outcome:
-        """The outcome the run records: the action's, or, if it was cancelled, that it was."""
+        """The outcome the run records: the action's, or, if a cancel stopped it, that it was cancelled."""
         with self._lock:
             self._events.pop(run_id, None)
             message = self._cancelled.pop(run_id, None)
@@ -70,8 +70,10 @@ class RunStops:
 
 
 def cancelled_outcome(outcome: Outcome, message: str) -> Outcome:
-    """What a cancelled run records: failed, the cancel's message first (what the action said
-    after), its output and exit code kept; not retried."""
-    said = f"; {outcome.message}" if outcome.message and not outcome.succeeded else ""
-    return replace(outcome, succeeded=False, message=f"{message}{said}", interrupted=False, cancelled=True,
-                   abandoned=False)
+    """What a cancelled run records. An action the stop ended (or kept from starting) records
+    failed with the cancel's message, its output and exit code kept, and is not retried. An
+    action that ended on its own before the stop reached it keeps its own outcome: the cancel
+    came too late, as a Kubernetes Job that completes before it is deleted."""
+    if not outcome.interrupted:
+        return outcome
+    return replace(outcome, succeeded=False, message=message, interrupted=False, cancelled=True)
