@@ -10,7 +10,8 @@ from marshmallow import fields, validate
 from .schema_fields import StrictSchema, Text, UTCTimeField
 from .schemas import RunSchema
 
-CALENDAR_NAME = validate.Regexp(r"^[A-Za-z0-9_-]{1,100}$", error="1..100 letters, digits, '-' or '_'.")
+# \Z, not $: "$" also matches before a final newline.
+CALENDAR_NAME = validate.Regexp(r"^[A-Za-z0-9_-]{1,100}\Z", error="1..100 letters, digits, '-' or '_'.")
 REPROCESS = ("missing", "failed", "all")
 MAX_EXCLUDE_DATES = 10000
 

@@ -322,3 +322,62 @@ def test_the_schedules_migration_keeps_every_task_a_cron_task_due_when_it_was(em
         ("off", "0 3 * * *", None, None, None, 0, "latest", created, None, None),
     ]
     assert schema_differences(empty_database) == []
+
+
+def test_the_run_control_migration_keeps_every_task_and_run_with_no_pool_and_not_paused(empty_database, flask_db):
+    flask_db(empty_database, "upgrade", "8b2ddc5ef52a")  # the revision before run control
+    created = datetime(2026, 11, 1, 9, 30, 15, tzinfo=timezone.utc)
+    slot = datetime(2026, 11, 28, 2, 0, tzinfo=timezone.utc)
+    old_task = table_before_run_control()
+    old_run = sa.Table("run", old_task.metadata,
+                       *[column._copy() for column in Run.__table__.columns if column.name != "pool"])
+    with connection_to(empty_database, write=True) as connection:
+        for task in [  # one insert each: the rows give different columns
+            {"name": "nightly", "cron_expression": "0 2 * * *", "action": {"type": "shell", "command": "true"},
+             "concurrency_policy": "allow", "max_retries": 5, "status": "failed", "retry_count": 2,
+             "last_outcome": "failed", "last_run_at": slot - timedelta(days=1), "next_run_at": slot, "due_at": slot,
+             "created_at": created, "updated_at": created},
+            {"name": "off", "cron_expression": "0 3 * * *", "action": {"type": "http", "url": "http://example.com/"},
+             "enabled": False, "next_run_at": None, "created_at": created, "updated_at": created},
+            {"name": "every", "cron_expression": None, "interval_seconds": 90, "schedule_anchor": created,
+             "action": {"type": "python", "callable": "json:dumps", "args": [1]}, "jitter_seconds": 5,
+             "catchup": "all", "status": "running", "active_runs": 1, "next_run_at": slot,
+             "due_at": slot + timedelta(seconds=3), "created_at": created, "updated_at": created},
+        ]:
+            connection.execute(sa.insert(old_task).values(**task))
+        task_ids = connection.execute(sa.select(old_task.c.id).order_by(old_task.c.id)).scalars().all()
+        for run in [
+            {"task_id": task_ids[0], "trigger": "schedule", "status": "failed", "attempt": 3,
+             "scheduled_for": slot - timedelta(days=1), "started_at": slot - timedelta(days=1),
+             "finished_at": slot - timedelta(days=1) + timedelta(seconds=2), "duration_seconds": 2.0,
+             "exit_code": 1, "output": "boom\n", "message": "exit code 1", "created_at": created},
+            {"task_id": task_ids[2], "trigger": "manual", "status": "running", "attempt": 1, "scheduled_for": slot,
+             "started_at": slot, "owner": "host:1:engine", "heartbeat_at": slot, "output": "", "message": "",
+             "created_at": created},
+            {"task_id": task_ids[2], "trigger": "schedule", "status": "pending", "attempt": 1,
+             "scheduled_for": slot + timedelta(seconds=90), "output": "", "message": "", "created_at": created},
+        ]:
+            connection.execute(sa.insert(old_run).values(**run))
+        tasks_before = [dict(row) for row in connection.execute(
+            sa.select(old_task).order_by(old_task.c.id)).mappings().all()]
+        runs_before = [dict(row) for row in connection.execute(
+            sa.select(old_run).order_by(old_run.c.id)).mappings().all()]
+
+    flask_db(empty_database, "upgrade")
+
+    with connection_to(empty_database) as connection:
+        tasks = [dict(row) for row in connection.execute(
+            sa.select(Task.__table__).order_by(Task.__table__.c.id)).mappings().all()]
+        runs = [dict(row) for row in connection.execute(
+            sa.select(Run.__table__).order_by(Run.__table__.c.id)).mappings().all()]
+    assert [t["name"] for t in tasks] == ["nightly", "off", "every"]
+    assert [{name: t[name] for name in tasks_before[0]} for t in tasks] == tasks_before
+    assert [{name: t[name] for name in RUN_CONTROL_COLUMNS} for t in tasks] == [
+        {"pool": None, "pause_note": None, "paused_until": None, "paused_by": None, "pause_after_failures": 0,
+         "consecutive_failures": 0}
+    ] * 3
+    assert [t["enabled"] for t in tasks] == [True, False, True]  # a disabled task stays disabled, not paused
+    assert len(runs) == 3
+    assert [{name: r[name] for name in runs_before[0]} for r in runs] == runs_before
+    assert [r["pool"] for r in runs] == [None, None, None]
+    assert schema_differences(empty_database) == []

@@ -21,12 +21,16 @@ def _finite_float(text: str) -> float:
 
 
 class JsonBodyParser(FlaskParser):
-    """Answers 400 for a body that is not strict JSON: another content type, an empty body,
-    NaN or Infinity (which no database JSON type stores), numbers past Python's limits,
-    or nesting deeper than the recursion limit (which would otherwise be a 500)."""
+    """Answers 400 for a body that is not strict JSON: another content type, an empty body
+    labelled JSON, NaN or Infinity (which no database JSON type stores), numbers past Python's
+    limits, or nesting deeper than the recursion limit (which would otherwise be a 500). No body
+    at all (and no Content-Type) is an empty object: `curl -X POST .../pause/` needs none, and a
+    body that needs fields gets 422 naming them."""
 
     def _raw_load_json(self, req: flask.Request) -> typing.Any:
         data = req.get_data(cache=True)
+        if not data and not req.content_type:
+            return {}
         if not is_json_request(req) or not data:
             error = json.JSONDecodeError("the body must be JSON (Content-Type: application/json)", "", 0)
             return self._handle_invalid_json_error(error, req)

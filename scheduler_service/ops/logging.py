@@ -30,7 +30,7 @@ from ..logcontext import _context
 CONTEXT_FIELDS = ("request_id", "task_id", "run_id", "attempt", "alert_id")
 REDACTED = "[REDACTED]"
 REQUEST_ID_HEADER = "X-Request-ID"
-_SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@+=/-]{0,127}$")
+_SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@+=/-]{0,127}\Z")  # \Z: "$" passes a final newline
 _JSON_HANDLER_NAME = "scheduler-service-json"
 _CONTEXT_ATTRIBUTE = "_scheduler_log_context"
 
