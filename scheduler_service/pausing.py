@@ -42,7 +42,10 @@ def drop_queued_slots(task: Task, now: datetime) -> None:
 
 
 def clear_pause(task: Task) -> None:
+    """A task enabled again is not paused, and counts its failures afresh (else one more failure
+    would pause a task paused after failures again at once)."""
     task.pause_note = task.paused_until = task.paused_by = None
+    task.consecutive_failures = 0
 
 
 def pause_task(task: Task, note: str | None, until: datetime | None, now: datetime) -> None:
@@ -60,7 +63,6 @@ def resume_task(task: Task, now: datetime, *, since: datetime | None = None, act
     before = _pause_state(task)
     task.enabled = True
     clear_pause(task)
-    task.consecutive_failures = 0  # a task paused after failures starts counting again
     drop_queued_slots(task, now)  # slots of the pause (or from before it) are not run
     if since is None:
         reschedule(task, now)

@@ -27,7 +27,7 @@ def cancel_run(run: Run) -> Run:
         db.session.refresh(run)
         if run.status in FINISHED_RUN_STATUSES:  # it finished while we asked
             raise Conflict(f"run {run.id} already finished ({run.status})")
-        # Already asked to stop (or claimed just now and asked above): nothing more to do.
+        return run  # already asked to stop: the first request stands, and nothing changed
     audit.record("cancel", run.task_id, {"run_id": [run.id, run.id], "status": [status, "cancelled"]})
     db.session.commit()
     db.session.refresh(run)

@@ -14,7 +14,7 @@ from .cli import create_admin_command
 from .formatting import register_filters
 from .secret_key import InstanceKeySessionInterface
 from .views import blp
-from . import calendar_views  # noqa: F401  (its pages are routes on views.blp)
+from . import calendar_views, pool_views, run_control_views  # noqa: F401  (their pages are routes on views.blp)
 
 URL_PREFIX = "/admin"
 

@@ -29,20 +29,30 @@ CATCHUP_LABELS = {
     "all": "a run for each missed slot, oldest first",
     "none": "no run; the miss logged as skipped",
 }
+# The concurrency select's words, in the order of models.CONCURRENCY_POLICIES: what a slot that
+# comes due while a run of the task is active does.
+POLICY_LABELS = {
+    "forbid": "skip the new slot",
+    "allow": "run it alongside",
+    "buffer_one": "run it when the active run ends; at most one waits",
+    "buffer_all": "queue it; every waiting slot runs in turn",
+    "replace": "cancel the active run and run the new slot",
+}
 BODY_FORMATS = ("text", "json")
-FORM_WIDE = ""
-SCHEDULE_ATTRIBUTES = ("cron_expression", "interval_seconds", "schedule_anchor", "run_at", "timezone", "calendar")  # the key of errors that belong to no one field
+FORM_WIDE = ""  # the key of errors that belong to no one field
+# The attributes a schedule is made of (the live preview builds one from them).
+SCHEDULE_ATTRIBUTES = ("cron_expression", "interval_seconds", "schedule_anchor", "run_at", "timezone", "calendar")
 
 # Plain task fields shown as they are (text inputs, selects).
 TEXT_FIELDS = ("name", "cron_expression", "timezone", "concurrency_policy")
 MULTILINE_FIELDS = ("description",)
 # An empty (or absent) input is left out of the JSON, which means the API's default: null for
-# run_at and calendar (no one-off time, no calendar). The text of run_at goes to the schema as
+# run_at, calendar and pool (no one-off time, no calendar, no pool). The text of run_at goes to the schema as
 # typed, so that an ISO time with an offset works and one without is read as UTC.
-OPTIONAL_TEXT_FIELDS = ("run_at", "calendar", "catchup")
+OPTIONAL_TEXT_FIELDS = ("run_at", "calendar", "catchup", "pool")
 INTEGER_FIELDS = (
     "timeout_seconds", "max_retries", "retry_delay_seconds", "retry_max_delay_seconds", "misfire_grace_seconds",
-    "interval_seconds", "jitter_seconds",
+    "interval_seconds", "jitter_seconds", "pause_after_failures",
 )
 
 # The action keys each type's part of the form has an input for, named "<type>_<key>".

@@ -12,13 +12,16 @@ import marshmallow as ma
 from flask import Blueprint, Response, flash, jsonify, redirect, render_template, request, url_for
 from markupsafe import Markup, escape
 
-from .. import audit, services
+from .. import audit, pools, services
 from ..backfill import backfill
 from ..calendars import list_calendars
 from ..clock import utcnow
 from ..engine import cron
 from ..masking import mask_action
-from ..models import CATCHUP_POLICIES, RUN_STATUSES, RUN_TRIGGERS, TASK_STATUSES, Task
+from ..database import db
+from ..models import (
+    CATCHUP_POLICIES, CONCURRENCY_POLICIES, RUN_STATUSES, RUN_TRIGGERS, TASK_STATUSES, Pool, RunCancel, Task,
+)
 from ..queries import collect_stats, get_run, get_task
 from ..refusals import Conflict, NotFound, Refused
 from ..schedule_schemas import REPROCESS, BackfillSchema
@@ -40,6 +43,7 @@ MISSING = {
     "task": "Task {key} does not exist.",
     "run": "Run {key} does not exist (it may have been deleted with its task).",
     "calendar": "Calendar “{key}” does not exist.",
+    "pool": "Pool “{key}” does not exist.",
 }
 BACKFILL_FIELDS = ("start", "end", "reprocess")
 PREVIEW_FIELDS = ("cron_expression", "timezone", "interval_seconds", "run_at", "calendar")
@@ -273,7 +277,8 @@ def run_list():
 
 @blp.get("/runs/<int:run_id>/")
 def run_page(run_id: int):
-    return render_template("admin/run.html", run=get_run(run_id))
+    # A stop asked for and not yet done (the run's engine reads it within a second or two).
+    return render_template("admin/run.html", run=get_run(run_id), stop_asked=db.session.get(RunCancel, run_id))
 
 
 # --- helpers ---------------------------------------------------------------------------------------
@@ -309,7 +314,8 @@ def _refused_backfill(task: Task, shown: BackfillForm, refusal: Refused) -> tupl
     return _task_page(task, shown), 409 if isinstance(refusal, Conflict) else 422
 
 
-def _task_page(task: Task, backfill_form: BackfillForm) -> str:
+def _task_page(task: Task, backfill_form: BackfillForm, pause_form: Any = None) -> str:
+    """The task page; ``pause_form`` (run_control_views.PauseForm) shows a refused pause again."""
     try:
         schedule = task_schedule(task, utcnow(), PREVIEW_COUNT)
     except cron.CronError:  # a zone gone from the system's tz database since the task was saved
@@ -319,6 +325,8 @@ def _task_page(task: Task, backfill_form: BackfillForm) -> str:
         upcoming=schedule["next_runs"], schedule_text=schedule["description"], action=mask_action(task.action),
         history=queries.task_history(task.id), backfill=backfill_form, reprocess_choices=REPROCESS,
         form_wide=task_form.FORM_WIDE, catchup_labels=task_form.CATCHUP_LABELS,
+        policy_labels=task_form.POLICY_LABELS, pool=db.session.get(Pool, task.pool) if task.pool else None,
+        pause=pause_form,
     )
 
 
@@ -330,6 +338,8 @@ def _task_form(task: Task | None, values: dict, errors: task_form.FieldErrors) -
         body_formats=task_form.BODY_FORMATS, form_wide=task_form.FORM_WIDE,
         zones=_zone_names(), calendar_names=[calendar.name for calendar in list_calendars()],
         catchup_policies=CATCHUP_POLICIES, catchup_labels=task_form.CATCHUP_LABELS,
+        concurrency_policies=CONCURRENCY_POLICIES, policy_labels=task_form.POLICY_LABELS,
+        pool_names=[pool.name for pool in pools.list_pools()],
     )
 
 
