@@ -22,7 +22,7 @@ from ..run_control_schemas import PauseSchema
 from . import security
 from .task_form import FieldErrors, errors_from_messages
 from .task_writes import attempt, refusal_errors, refusal_message
-from .views import BackfillForm, _task_page, blp
+from .views import BackfillForm, render_task_page, blp
 
 PAUSE_FIELDS = ("note", "until")
 
@@ -78,11 +78,11 @@ def task_pause(task_id: int):
     shown = PauseForm(values={name: request.form.get(name, "").strip() for name in PAUSE_FIELDS})
     data, shown.errors = _pause_args(shown.values)
     if data is None:
-        return _task_page(task, BackfillForm(), shown), 422
+        return render_task_page(task, BackfillForm(), shown), 422
     paused, refusal = attempt(run_control.pause, task, data["note"], data["until"])
     if refusal is not None:
         shown.errors = refusal_errors(refusal)
-        return _task_page(get_task(task_id), BackfillForm(), shown), 422
+        return render_task_page(get_task(task_id), BackfillForm(), shown), 422
     if paused.paused_until is not None:
         until = paused.paused_until.strftime("%Y-%m-%d %H:%M:%S UTC")
         flash(f"Task “{paused.name}” paused until {until}; it resumes by itself then.", "success")

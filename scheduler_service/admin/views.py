@@ -168,7 +168,7 @@ def task_new():
 
 @blp.get("/tasks/<int:task_id>/")
 def task_page(task_id: int):
-    return _task_page(get_task(task_id), BackfillForm())
+    return render_task_page(get_task(task_id), BackfillForm())
 
 
 @blp.route("/tasks/<int:task_id>/edit", methods=["GET", "POST"])
@@ -213,17 +213,17 @@ def task_backfill(task_id: int):
     shown = BackfillForm(values={name: request.form.get(name, "").strip() for name in BACKFILL_FIELDS})
     args, shown.errors = _backfill_args(shown.values)
     if args is None:
-        return _task_page(task, shown), 422
+        return render_task_page(task, shown), 422
     planned, refusal = attempt(backfill, task, {**args, "dry_run": True})
     if refusal is not None:
         return _refused_backfill(task, shown, refusal)
     shown.args, shown.slots = args, planned["slots"]
     if request.form.get("dry_run") == "true" or "slots_digest" not in request.form:
-        return _task_page(task, shown), 200  # the preview, with its confirm button
+        return render_task_page(task, shown), 200  # the preview, with its confirm button
     if request.form["slots_digest"] != shown.digest:
         # Confirmed other slots than these (a run or the calendar changed since): show them instead.
         shown.note = "The slots to run changed since the preview: check them and confirm again."
-        return _task_page(task, shown), 409
+        return render_task_page(task, shown), 409
     queued, refusal = attempt(backfill, task, {**args, "dry_run": False})
     if refusal is not None:
         return _refused_backfill(task, shown, refusal)
@@ -311,10 +311,10 @@ def _backfill_args(values: dict[str, str]) -> tuple[dict[str, Any] | None, task_
 
 def _refused_backfill(task: Task, shown: BackfillForm, refusal: Refused) -> tuple[str, int]:
     shown.errors = refusal_errors(refusal)
-    return _task_page(task, shown), 409 if isinstance(refusal, Conflict) else 422
+    return render_task_page(task, shown), 409 if isinstance(refusal, Conflict) else 422
 
 
-def _task_page(task: Task, backfill_form: BackfillForm, pause_form: Any = None) -> str:
+def render_task_page(task: Task, backfill_form: BackfillForm, pause_form: Any = None) -> str:
     """The task page; ``pause_form`` (run_control_views.PauseForm) shows a refused pause again."""
     try:
         schedule = task_schedule(task, utcnow(), PREVIEW_COUNT)
