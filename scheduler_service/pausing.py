@@ -12,7 +12,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from . import audit
+from . import audit, run_counts
 from .database import db
 from .engine.schedules import ONE_MICROSECOND
 from .models import Run, Task
@@ -31,14 +31,19 @@ def _pause_state(task: Task) -> dict[str, Any]:
 
 def drop_queued_slots(task: Task, now: datetime) -> None:
     """Skip the task's queued runs that have not started (missed slots, buffered slots): a
-    disabled task is not run by its schedule. Backfill runs, asked for by a person, still run."""
-    queued = db.session.scalars(
-        sa.select(Run).where(Run.task_id == task.id, Run.status == "pending",
-                             Run.trigger.in_(("schedule", "dependency")))
-    ).all()
-    for run in queued:  # ORM writes: run_counts' mapper events move their counts
-        run.status, run.started_at, run.finished_at = "skipped", now, now
-        run.message = "task disabled before this waiting slot ran"
+    disabled task is not run by its schedule. Backfill runs, asked for by a person, still run.
+
+    One conditional UPDATE: a run a scheduler claims meanwhile is running, and stays so."""
+    run = Run.__table__
+    skipped = db.session.connection().execute(
+        sa.update(run)
+        .where(run.c.task_id == task.id, run.c.status == "pending", run.c.trigger.in_(("schedule", "dependency")))
+        .values(status="skipped", started_at=now, finished_at=now,
+                message="task disabled before this waiting slot ran")
+        .returning(run.c.id)
+    ).scalars().all()
+    run_counts.apply(db.session.connection(),
+                     (change for _ in skipped for change in run_counts.moved(task.id, "pending", "skipped")))
 
 
 def clear_pause(task: Task) -> None:
