@@ -185,6 +185,12 @@ class Run(db.Model):
         sa.Index("ix_run_task_started", "task_id", "started_at"),
         sa.Index("ix_run_status_started", "status", "started_at"),
         sa.Index("ix_run_status_heartbeat", "status", "heartbeat_at"),
+        # Pending runs (manual, queued: catch-up, buffered, waiting for a pool, backfill) are few next to
+        # the history: partial indexes find the oldest to start, and each task's oldest, without scanning it.
+        sa.Index("ix_run_pending_slot", "scheduled_for", "id",
+                 sqlite_where=sa.text("status = 'pending'"), postgresql_where=sa.text("status = 'pending'")),
+        sa.Index("ix_run_pending_task", "task_id", "scheduled_for",
+                 sqlite_where=sa.text("status = 'pending'"), postgresql_where=sa.text("status = 'pending'")),
     )
 
     @property

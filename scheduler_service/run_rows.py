@@ -28,11 +28,12 @@ _INSERT_SLOT_STARTS = (
     sa.insert(_run)
     .from_select(
         ["task_id", "attempt", "trigger", "status", "scheduled_for", "started_at", "owner", "heartbeat_at",
-         "created_at"],
+         "created_at", "pool"],
         sa.select(
             _task.c.id, sa.literal(1), _p("b_trigger", type_=sa.String), sa.literal("running"),
             _p("b_slot", type_=UTCDateTime), _p("b_now", type_=UTCDateTime), _p("b_owner", type_=sa.String),
             _p("b_now", type_=UTCDateTime), _p("b_now", type_=UTCDateTime),
+            _task.c.pool,  # the tick took a slot of it for each of these runs (tick._seat_pool_runs)
         ).where(_task.c.id.in_(_p("b_ids", expanding=True))),
     )
     .returning(_run.c.id, _run.c.task_id)

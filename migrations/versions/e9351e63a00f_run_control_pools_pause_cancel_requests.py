@@ -41,6 +41,11 @@ def upgrade():
 
     with op.batch_alter_table('run', schema=None) as batch_op:
         batch_op.add_column(sa.Column('pool', sa.String(length=100), nullable=True))
+        # Partial: only pending runs (few next to the history) are in them.
+        batch_op.create_index('ix_run_pending_slot', ['scheduled_for', 'id'], unique=False,
+                              sqlite_where=sa.text("status = 'pending'"), postgresql_where=sa.text("status = 'pending'"))
+        batch_op.create_index('ix_run_pending_task', ['task_id', 'scheduled_for'], unique=False,
+                              sqlite_where=sa.text("status = 'pending'"), postgresql_where=sa.text("status = 'pending'"))
 
     with op.batch_alter_table('task', schema=None) as batch_op:
         batch_op.add_column(sa.Column('pool', sa.String(length=100), nullable=True))
@@ -69,6 +74,8 @@ def downgrade():
         batch_op.drop_column('pool')
 
     with op.batch_alter_table('run', schema=None) as batch_op:
+        batch_op.drop_index('ix_run_pending_task')
+        batch_op.drop_index('ix_run_pending_slot')
         batch_op.drop_column('pool')
 
     with op.batch_alter_table('run_cancel', schema=None) as batch_op:

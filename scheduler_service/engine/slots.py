@@ -85,8 +85,6 @@ def plan_slot(task: DueTask, parents: Sequence[ParentState], now: datetime) -> S
         # A dependency trigger is an event, not a slot: it is never missed, only delayed.
         if task.concurrency_policy in EXCLUSIVE_POLICIES and task.is_active:
             return SlotPlan(wait=True, wait_reason="previous run still active")
-        if task.pool is not None:
-            return SlotPlan(queue=(due,), trigger="dependency")
         return SlotPlan(run_slot=due, trigger="dependency")
 
     clock = now - (task.due_at - due)
@@ -126,8 +124,8 @@ def plan_slot(task: DueTask, parents: Sequence[ParentState], now: datetime) -> S
 
 def _overlap(task: DueTask, slot: datetime, skips: tuple[Skip, ...], advance: dict) -> SlotPlan:
     """The concurrency policy's answer for one slot that may run now. A slot that must wait
-    (for the task's active run, or for a slot of its pool) is queued: a pending run that
-    the tick starts when the task is idle and its pool has room, oldest slot first."""
+    (for the task's active run, or behind runs of the task waiting for its pool) is queued: a
+    pending run that the tick starts when the task may run and its pool has room, oldest first."""
     policy = task.concurrency_policy
     busy = task.is_active or task.waiting > 0  # a waiting run goes before this slot
     if policy == "forbid" and task.is_active:
@@ -141,8 +139,9 @@ def _overlap(task: DueTask, slot: datetime, skips: tuple[Skip, ...], advance: di
                         **advance)
     if policy == "replace" and busy:
         return SlotPlan(queue=(slot,), skips=skips, replace=True, **advance)
-    if busy and policy in ("buffer_one", "buffer_all") or task.pool is not None:
+    if busy and policy in ("buffer_one", "buffer_all") or task.pool is not None and task.waiting:
         return SlotPlan(queue=(slot,), skips=skips, **advance)
+    # A pool's task runs now only if the tick can take a slot of its pool; else it is queued then.
     return SlotPlan(run_slot=slot, skips=skips, **advance)
 
 

@@ -61,13 +61,22 @@ RELEASE_POOL_SLOTS = (
 _pool_has_room = sa.or_(
     task.c.pool.is_(None), sa.exists().where(pool.c.name == task.c.pool, pool.c.running < pool.c.slots),
 )
-# Queued runs (backfill, catch-up) start one at a time: only while nothing of the task is active.
+# Queued runs (backfill, catch-up, buffered slots) start one at a time: only while nothing of the task
+# is active; those of an `allow` task in a pool start beside its active runs, as the pool has room.
+def _may_start_beside(columns: Any) -> sa.ColumnElement[bool]:
+    return sa.or_(sa.not_(active_run_clause(columns)),
+                  sa.and_(columns.c.concurrency_policy == "allow", columns.c.pool.is_not(None)))
+
+
 CLAIM_IDLE_TASK = (
     sa.update(task)
-    .where(task.c.id == _p("b_id"), sa.not_(active_run_clause(task)))
+    .where(task.c.id == _p("b_id"), _may_start_beside(task))
     .values(active_runs=task.c.active_runs + 1, **STARTED)
 )
 QUEUED_TRIGGERS = ("schedule", "backfill", "dependency")
+# A literal, not a bound parameter: SQLite uses the partial indexes on pending runs
+# (ix_run_pending_*) only for a condition it can read in the statement itself.
+PENDING = sa.literal_column("'pending'")
 _queued = run.alias("queued")
 # The oldest queued run of each idle task whose pool (if any) has a free slot: the one that may start next.
 NEXT_QUEUED_RUNS = (
@@ -75,24 +84,26 @@ NEXT_QUEUED_RUNS = (
               task.c.action, task.c.timeout_seconds, task.c.pool)
     .join(task, task.c.id == run.c.task_id)
     .where(
-        run.c.status == "pending", run.c.trigger.in_(QUEUED_TRIGGERS), sa.not_(active_run_clause(task)),
+        run.c.status == PENDING, run.c.trigger.in_(QUEUED_TRIGGERS), _may_start_beside(task),
         _pool_has_room,
         # A paused task's waiting slots wait with it (a pause by the API skips them; an automatic one
         # leaves them to the resume, which skips them); backfill runs were asked for by a person.
         sa.or_(task.c.enabled, run.c.trigger == "backfill"),
         run.c.scheduled_for == sa.select(sa.func.min(_queued.c.scheduled_for)).where(
-            _queued.c.task_id == run.c.task_id, _queued.c.status == "pending",
+            _queued.c.task_id == run.c.task_id, _queued.c.status == PENDING,
             _queued.c.trigger.in_(QUEUED_TRIGGERS),
         ).scalar_subquery(),
     )
     .order_by(run.c.scheduled_for, run.c.id)
     .limit(_p("b_limit"))
+    # In slot order from the index, stopping at the limit (without statistics SQLite would sort them all).
+    .with_hint(run, "INDEXED BY ix_run_pending_slot", "sqlite")
 )
-# Runs of the task waiting to start (queued): read only where the policy looks at them (a
-# pending run has no start time yet, so ix_run_task_started finds them).
+POOL_ROOM = sa.select(pool.c.name, pool.c.slots - pool.c.running).where(pool.c.running < pool.c.slots)
+# Runs of the task waiting to start (queued): read only where the policy looks at them.
 _waiting = (
     sa.select(sa.func.count()).select_from(_queued)
-    .where(_queued.c.task_id == task.c.id, _queued.c.started_at.is_(None), _queued.c.status == "pending",
+    .where(_queued.c.task_id == task.c.id, _queued.c.status == PENDING,
            _queued.c.trigger.in_(QUEUED_TRIGGERS))
     .scalar_subquery()
 )

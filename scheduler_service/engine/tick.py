@@ -13,23 +13,23 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
-from .. import run_counts
 from ..database import db
-from ..models import Run, SchedulerState, Task
+from ..models import SchedulerState, Task
+from ..pausing import resume_paused
 from ..run_rows import NewRuns, running_row
 from ..task_schedules import load_calendars, schedule_for
 from . import cancels, pool_seats
 from . import statements as sql
 from .active_runs import EXCLUSIVE_POLICIES
 from .dependencies import ParentState
-from ..pausing import resume_paused
+from .pending_claims import claim_manual_runs, claim_queued_runs
 from .records import ClaimedRun, SkippedSlot
 from .slots import DueTask, SlotPlan, plan_slot
 
@@ -76,11 +76,11 @@ def tick(now: datetime, *, owner: str, capacity: int,
         gated = due is None or due.any_dependencies
         steps = [  # (step, its extra arguments, whether it has anything to do)
             (_resume_paused, (), lambda: due is None or due.due(due.next_resume_at, now)),
-            (_claim_manual_runs, (), lambda: due is None or due.manual_pending),
+            (claim_manual_runs, (), lambda: due is None or due.manual_pending),
             (_claim_retries, (), lambda: due is None or due.due(due.next_retry_at, now)),
             (_claim_due_slots, (gated,), lambda: due is None or due.due(due.next_slot_at, now)),
             # Last: a slot due now may add queued runs (catchup all) that can start at once.
-            (_claim_queued_runs, (), lambda: due is None or due.manual_pending or report.queued > 0),
+            (claim_queued_runs, (), lambda: due is None or due.manual_pending or report.queued > 0),
         ]
         for claim_step, extra, needed in steps:
             if not needed():
@@ -169,73 +169,6 @@ def earliest_due(now: datetime) -> datetime | None:
     db.session.commit()
     candidates = [moment for moment in (slot, retry, resume) if moment is not None]
     return min(candidates) if candidates else None
-
-
-def _claim_manual_runs(now: datetime, owner: str, free: int, report: TickReport) -> None:
-    pending = db.session.execute(
-        sa.select(Run.id, Run.task_id, Run.attempt, Run.scheduled_for, Task.pool)
-        .join(Task, Task.id == Run.task_id)
-        .where(Run.status == "pending", Run.trigger == "manual").order_by(Run.id).limit(free)
-    ).all()
-    if not pending:
-        db.session.commit()
-        return
-    taken = []
-    # Pools taken in name order, the order recording gives them back in: no two transactions
-    # can each hold a pool the other waits for.
-    for run_id, task_id, attempt, slot, pool in sorted(pending, key=lambda row: (row.pool or "", row.id)):
-        if pool is not None and not pool_seats.take(pool):
-            continue  # its pool is full: it waits, pending
-        claimed = sql.execute(sql.CLAIM_MANUAL, {"b_id": run_id, "b_now": now, "b_owner": owner,
-                                                 "b_pool": pool}).rowcount
-        if claimed:
-            taken.append((run_id, task_id, attempt, slot))
-        else:
-            if pool is not None:
-                pool_seats.give_back({pool: 1})
-            report.lost_claims += 1
-    task_ids = {task_id for _, task_id, _, _ in taken}
-    actions = {}
-    if task_ids:
-        sql.execute(sa.update(sql.task).where(sql.task.c.id.in_(task_ids)).values(**sql.STARTED), {"b_now": now})
-        run_counts.apply(db.session.connection(), (
-            change for _, task_id, _, _ in taken for change in run_counts.moved(task_id, "pending", "running")
-        ))
-        actions = {row.id: row for row in db.session.execute(
-            sa.select(Task.id, Task.action, Task.timeout_seconds).where(Task.id.in_(task_ids)))}
-    db.session.commit()
-    for run_id, task_id, attempt, slot in taken:
-        task = actions[task_id]
-        report.claimed.append(ClaimedRun(run_id, task_id, attempt, task.action, task.timeout_seconds, "manual", slot))
-
-
-def _claim_queued_runs(now: datetime, owner: str, free: int, report: TickReport) -> None:
-    """Start the oldest queued run (backfill, catch-up, a buffered slot, a run waiting for its
-    pool) of each task that has nothing active, oldest slot first.
-
-    One transaction per run: its task's conditional UPDATE (nothing of the task active)
-    is what makes a task's queued runs start one at a time, whichever process claims them,
-    and its pool's (pool_seats.take) what keeps the pool's limit.
-    """
-    rows = sql.execute(sql.NEXT_QUEUED_RUNS, {"b_limit": free}).all()
-    db.session.commit()
-    for row in rows:
-        if row.pool is not None and not pool_seats.take(row.pool):
-            db.session.rollback()
-            continue  # the pool filled up since the read: the run waits
-        if not (sql.execute(sql.CLAIM_IDLE_TASK, {"b_id": row.task_id, "b_now": now}).rowcount
-                and sql.execute(sql.CLAIM_MANUAL, {"b_id": row.id, "b_now": now, "b_owner": owner,
-                                                   "b_pool": row.pool}).rowcount):
-            db.session.rollback()
-            report.lost_claims += 1
-            continue
-        run_counts.apply(db.session.connection(), run_counts.moved(row.task_id, "pending", "running"))
-        db.session.commit()
-        # A backfill run was asked for long after its slot: its start lag counts from now, when it could start.
-        due_at = now if row.trigger == "backfill" else None
-        report.claimed.append(ClaimedRun(
-            row.id, row.task_id, row.attempt, row.action, row.timeout_seconds, row.trigger, row.scheduled_for, due_at,
-        ))
 
 
 def _resume_paused(now: datetime, owner: str, free: int, report: TickReport) -> None:
@@ -358,8 +291,11 @@ def _has_schedule(row: Any) -> bool:
 
 def _write_plans(plans: Sequence[tuple[Any, SlotPlan]], now: datetime, owner: str, report: TickReport) -> None:
     """Write slot plans in one transaction; a plan another process got to first is dropped."""
+    plans = _seat_pool_runs(plans)
     won = _claim_slots(plans, now)
     report.lost_claims += len(plans) - len(won)
+    pool_seats.give_back(pool_seats.held_by(
+        row.pool for row, plan in plans if plan.run_slot is not None and row.id not in won))
     skip_rows, queue_rows, started = [], [], []  # started: (row, plan) of each run
     skipped: list[SkippedSlot] = []
     for row, plan in plans:
@@ -397,6 +333,19 @@ def _write_plans(plans: Sequence[tuple[Any, SlotPlan]], now: datetime, owner: st
         report.claimed.append(ClaimedRun(
             run_id, row.id, 1, row.action, row.timeout_seconds, plan.trigger, plan.run_slot, due_at,
         ))
+
+
+def _seat_pool_runs(plans: Sequence[tuple[Any, SlotPlan]]) -> list[tuple[Any, SlotPlan]]:
+    """Take a pool slot for each plan that starts a run of a pool's task, before any task row
+    (the lock order of every claim); a run its pool has no room for is queued instead."""
+    seated = {}
+    # Pools in name order (the lock order); within a pool, oldest slot first.
+    for row, plan in sorted(plans, key=lambda item: (item[0].pool or "", item[1].run_slot or item[0].next_run_at,
+                                                     item[0].id)):
+        if plan.run_slot is not None and row.pool is not None:
+            seated[row.id] = pool_seats.take(row.pool)
+    return [(row, plan) if seated.get(row.id, True)
+            else (row, replace(plan, run_slot=None, queue=(*plan.queue, plan.run_slot))) for row, plan in plans]
 
 
 def _add_slot_starts(runs: NewRuns, started: Sequence[tuple[Any, SlotPlan]], now: datetime,
