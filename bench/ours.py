@@ -9,6 +9,12 @@
 (w3wait is not one of the issue's workloads: it prices the tick while ``n`` due tasks
 wait on a running parent, which every tick then looks at again.)
 
+Run control (issue #16; driven by ``python -m bench.run_control``): ``w1`` also takes
+``--policy buffer_all`` (every task's concurrency_policy; default forbid, as before),
+``--pool-slots 10`` (every task in one pool of that many slots) and ``--check`` (read back
+whether every task ran exactly once, the most runs that overlapped in time, and the most
+runs the poll saw claimed at once).
+
 The engine runs in this process, started the way the tests start it
 (``scheduler.start(app)``); its runs are read back from the Run rows.
 """
@@ -23,6 +29,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 from . import actions
 from .common import (cpu_delta, cpu_seconds, emit, peak_rss_mb, psycopg_conninfo, quiet_logs, rss_mb, run_forked,
@@ -55,25 +62,74 @@ class FinishedCounter:
         self.connection.close()
 
 
+class CheckingCounter(FinishedCounter):
+    """The same poll, also noting the most runs it saw claimed at once (status running): a sampled check
+    of a pool's limit that, unlike the runs' own start and finish times, the workers' count cannot hide
+    (a process claims ahead of its workers: engine/claim_window.py)."""
+
+    SQL = ("SELECT coalesce(sum(CASE WHEN status IN ('success', 'failed', 'skipped') THEN 1 ELSE 0 END), 0), "
+           "coalesce(sum(CASE WHEN status = 'running' THEN 1 ELSE 0 END), 0) FROM run")
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self.max_running = 0
+
+    def __call__(self) -> int:
+        finished, running = self.connection.execute(self.SQL).fetchone()
+        self.max_running = max(self.max_running, int(running))
+        return int(finished)
+
+
+def max_overlap(intervals: list[tuple[Any, Any]]) -> int:
+    """The most intervals (start, end) that share a moment; at equal times a start counts before an end,
+    so runs that only touch count as overlapping (the strict reading)."""
+    events = sorted([(start, 0) for start, _ in intervals] + [(end, 1) for _, end in intervals])
+    most = current = 0
+    for _, kind in events:
+        current += 1 if kind == 0 else -1
+        most = max(most, current)
+    return most
+
+
+def run_checks(rows, n: int, action: str, calls: int) -> dict:
+    """Whether every one of the ``n`` tasks ran exactly once (one Run row each, a success, and, for the
+    python no-op, ``n`` calls), and the most runs whose [started_at, finished_at] overlapped."""
+    per_task: dict[int, list[str]] = {}
+    for row in rows:
+        per_task.setdefault(row.task_id, []).append(row.status)
+    once = sum(1 for statuses in per_task.values() if statuses == ["success"])
+    more = sum(1 for statuses in per_task.values() if len(statuses) > 1)
+    intervals = [(row.started_at, row.finished_at) for row in rows if row.started_at and row.finished_at]
+    return {
+        "tasks_with_runs": len(per_task), "tasks_once": once, "tasks_more_than_once": more,
+        "tasks_without_run": n - len(per_task), "action_calls": calls if action == "python" else None,
+        "exactly_once": once == n == len(per_task) == len(rows) and (action != "python" or calls == n),
+        "max_overlap": max_overlap(intervals),
+    }
+
+
 def _run_rows(db, Run):
     import sqlalchemy as sa
 
     rows = db.session.execute(
-        sa.select(Run.status, Run.scheduled_for, Run.started_at, Run.finished_at, Run.owner)
+        sa.select(Run.status, Run.scheduled_for, Run.started_at, Run.finished_at, Run.owner, Run.task_id)
     ).all()
     db.session.commit()
     return rows
 
 
 def burst_or_spread(kind: str, n: int, action: str, workers: int, shape: str, span: float, timeout: float,
-                    poll: float) -> dict:
-    """W1 (burst) and W2 (spread): the engine in this process runs every seeded task once."""
+                    poll: float, policy: str = "forbid", pool_slots: int | None = None, check: bool = False) -> dict:
+    """W1 (burst) and W2 (spread): the engine in this process runs every seeded task once.
+
+    ``policy`` and ``pool_slots`` go to the seed (run control); ``check`` adds correctness figures."""
     from scheduler_service.database import db
     from scheduler_service.extensions import scheduler
-    from scheduler_service.models import Run
+    from scheduler_service.models import Pool, Run
 
     with scratch_database(kind) as scratch:
-        seeded = run_forked(seed_tasks, scratch.url, shape, n, action=action, margin=wait_margin(n), span=span)
+        seeded = run_forked(seed_tasks, scratch.url, shape, n, action=action, margin=wait_margin(n), span=span,
+                            policy=policy, pool_slots=pool_slots)
         t0 = seeded["t0"]
         app = make_app(scratch.url, SCHEDULER_MAX_WORKERS=workers)
         with app.app_context():
@@ -87,7 +143,7 @@ def burst_or_spread(kind: str, n: int, action: str, workers: int, shape: str, sp
             raise SystemExit(f"engine started {started_engine - t0:+.2f}s from t0: raise the margin")
         deadline = t0 + span + timeout
         done_at = None
-        counter = FinishedCounter(scratch.url)
+        counter = (CheckingCounter if check else FinishedCounter)(scratch.url)
         with app.app_context():
             sleep_until(t0 + (span if shape == "spread" else 0))
             while time.time() < deadline:
@@ -102,6 +158,8 @@ def burst_or_spread(kind: str, n: int, action: str, workers: int, shape: str, sp
             peak = peak_rss_mb()
             scheduler.stop(app, 0)
             rows = _run_rows(db, Run)
+            pool_running = (db.session.execute(db.select(Pool.running)).scalars().all() if pool_slots else None)
+            db.session.commit()
         del engine
     statuses: dict[str, int] = {}
     for row in rows:
@@ -123,6 +181,11 @@ def burst_or_spread(kind: str, n: int, action: str, workers: int, shape: str, sp
         "lag_ms": summary_ms(action_lags), "claim_lag_ms": summary_ms(claim_lags),
         "cpu_s": cpu_delta(before, after), "peak_rss_mb": peak,
     }
+    if policy != "forbid" or pool_slots:
+        result.update(policy=policy, pool_slots=pool_slots)
+    if check:
+        result["checks"] = {**run_checks(rows, n, action, len(starts)), "max_running_seen": counter.max_running,
+                            "pool_running_after": pool_running}
     if result["makespan_s"]:
         result["runs_per_s"] = round(n / result["makespan_s"], 1)
     elif shape == "burst":  # cut off by the time limit: the rate so far (runs stopped at shutdown excluded)
@@ -274,10 +337,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeat", type=int, default=200)
     parser.add_argument("--settle", type=float, default=5.0)
     parser.add_argument("--timeout", type=float, default=600.0, help="W1: stop after this long and report the rate so far")
+    parser.add_argument("--policy", default="forbid", choices=["forbid", "allow", "buffer_one", "buffer_all", "replace"],
+                        help="W1: every task's concurrency_policy (run control)")
+    parser.add_argument("--pool-slots", type=int, default=0, help="W1: every task in one pool of this many slots")
+    parser.add_argument("--check", action="store_true",
+                        help="W1: also report whether every task ran once, and the most runs that overlapped")
     args = parser.parse_args(argv)
     quiet_logs()
     if args.workload == "w1":
-        emit(burst_or_spread(args.db, args.n, args.action, args.workers, "burst", 0.0, timeout=args.timeout, poll=0.02))
+        emit(burst_or_spread(args.db, args.n, args.action, args.workers, "burst", 0.0, timeout=args.timeout, poll=0.02,
+                             policy=args.policy, pool_slots=args.pool_slots or None, check=args.check))
     elif args.workload == "w2":
         emit(burst_or_spread(args.db, args.n, "python", args.workers, "spread", args.span, timeout=60, poll=0.5))
     elif args.workload == "w3tick":
