@@ -66,11 +66,12 @@ def ask_to_stop(run_ids: Iterable[int], message: str, now: datetime) -> int:
     if not ids:
         return 0
     asked = sa.select(_cancel.c.run_id).where(_cancel.c.run_id == _run.c.id)
-    return sql.execute(sa.insert(_cancel).from_select(
+    # RETURNING, not rowcount: PostgreSQL's driver reports -1 for an INSERT ... SELECT.
+    return len(sql.execute(sa.insert(_cancel).from_select(
         ["run_id", "owner", "message", "requested_at"],
         sa.select(_run.c.id, _run.c.owner, sa.literal(message[:MESSAGE_LIMIT]), sa.literal(now, _cancel.c.requested_at.type))
         .where(_run.c.id.in_(ids), _run.c.status == "running", ~sa.exists(asked)),
-    )).rowcount
+    ).returning(_cancel.c.run_id)).all())
 
 
 def replace_active(task_id: int, now: datetime) -> None:

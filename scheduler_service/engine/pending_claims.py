@@ -64,35 +64,41 @@ def claim_manual_runs(now: datetime, owner: str, free: int, report: TickReport) 
 
 def claim_queued_runs(now: datetime, owner: str, free: int, report: TickReport) -> None:
     """Start the oldest queued run (backfill, catch-up, a buffered slot, a run waiting for its
-    pool) of each task that has nothing active, oldest slot first.
+    pool) of each task that may start one, oldest slot first.
 
-    One transaction per run: its task's conditional UPDATE (nothing of the task active)
-    is what makes a task's queued runs start one at a time, whichever process claims them,
-    and its pool's (pool_seats.take) what keeps the pool's limit.
+    Each claim is its task's conditional UPDATE (nothing of the task active, unless an `allow`
+    task in a pool), the run's, and its pool's (pool_seats.take): that is what makes a task's
+    queued runs start one at a time and keeps a pool's limit, whichever process claims them. A
+    claim that fails rolls back to its own savepoint; the claims of one tick commit together.
     """
     rows = sql.execute(sql.NEXT_QUEUED_RUNS, {"b_limit": free}).all()
-    # Rows beyond a pool's free slots wait without a try: a failed try costs a transaction.
+    # Rows beyond a pool's free slots wait without a try.
     room = dict(sql.execute(sql.POOL_ROOM).all()) if any(row.pool for row in rows) else {}
-    db.session.commit()
+    # Pools first, in name order, then the rest: the lock order of every claim (pool_seats).
+    rows = sorted(rows, key=lambda row: (row.pool is None, row.pool or "", row.scheduled_for, row.id))
+    taken = []
     for row in rows:
-        if row.pool is not None:
-            if room.get(row.pool, 0) <= 0:
-                continue
-            if not pool_seats.take(row.pool):
-                db.session.rollback()
-                room[row.pool] = 0  # filled up since the read (another process): the rest wait
-                continue
-            room[row.pool] -= 1
+        if row.pool is not None and room.get(row.pool, 0) <= 0:
+            continue
+        savepoint = db.session.begin_nested()
+        if row.pool is not None and not pool_seats.take(row.pool):
+            savepoint.rollback()
+            room[row.pool] = 0  # filled up since the read (another process): the rest wait
+            continue
         if not (sql.execute(sql.CLAIM_IDLE_TASK, {"b_id": row.task_id, "b_now": now}).rowcount
                 and sql.execute(sql.CLAIM_MANUAL, {"b_id": row.id, "b_now": now, "b_owner": owner,
                                                    "b_pool": row.pool}).rowcount):
-            db.session.rollback()  # the pool's slot too
-            if row.pool is not None:
-                room[row.pool] += 1
+            savepoint.rollback()  # the pool's slot too
             report.lost_claims += 1
             continue
-        run_counts.apply(db.session.connection(), run_counts.moved(row.task_id, "pending", "running"))
-        db.session.commit()
+        savepoint.commit()
+        if row.pool is not None:
+            room[row.pool] -= 1
+        taken.append(row)
+    run_counts.apply(db.session.connection(),
+                     (change for row in taken for change in run_counts.moved(row.task_id, "pending", "running")))
+    db.session.commit()
+    for row in taken:
         # A backfill run was asked for long after its slot: its start lag counts from now, when it could start.
         due_at = now if row.trigger == "backfill" else None
         report.claimed.append(ClaimedRun(

@@ -338,12 +338,14 @@ def _write_plans(plans: Sequence[tuple[Any, SlotPlan]], now: datetime, owner: st
 def _seat_pool_runs(plans: Sequence[tuple[Any, SlotPlan]]) -> list[tuple[Any, SlotPlan]]:
     """Take a pool slot for each plan that starts a run of a pool's task, before any task row
     (the lock order of every claim); a run its pool has no room for is queued instead."""
-    seated = {}
+    seated, full = {}, set()
     # Pools in name order (the lock order); within a pool, oldest slot first.
     for row, plan in sorted(plans, key=lambda item: (item[0].pool or "", item[1].run_slot or item[0].next_run_at,
                                                      item[0].id)):
         if plan.run_slot is not None and row.pool is not None:
-            seated[row.id] = pool_seats.take(row.pool)
+            seated[row.id] = row.pool not in full and pool_seats.take(row.pool)
+            if not seated[row.id]:
+                full.add(row.pool)
     return [(row, plan) if seated.get(row.id, True)
             else (row, replace(plan, run_slot=None, queue=(*plan.queue, plan.run_slot))) for row, plan in plans]
 
