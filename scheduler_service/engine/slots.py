@@ -85,6 +85,8 @@ def plan_slot(task: DueTask, parents: Sequence[ParentState], now: datetime) -> S
         # A dependency trigger is an event, not a slot: it is never missed, only delayed.
         if task.concurrency_policy in EXCLUSIVE_POLICIES and task.is_active:
             return SlotPlan(wait=True, wait_reason="previous run still active")
+        if task.concurrency_policy == "replace" and task.is_active:
+            return SlotPlan(queue=(due,), trigger="dependency", replace=True)
         return SlotPlan(run_slot=due, trigger="dependency")
 
     clock = now - (task.due_at - due)
@@ -132,7 +134,8 @@ def _overlap(task: DueTask, slot: datetime, skips: tuple[Skip, ...], advance: di
         return SlotPlan(skips=skips + (Skip(slot, "previous run still active (concurrency_policy forbid)"),),
                         **advance)
     if policy == "forbid" and task.waiting:
-        return SlotPlan(skips=skips + (Skip(slot, f"a run already waits for pool {task.pool} "
+        waits_for = f" for pool {task.pool}" if task.pool is not None else ""
+        return SlotPlan(skips=skips + (Skip(slot, f"a run of the task already waits{waits_for} "
                                                   "(concurrency_policy forbid)"),), **advance)
     if policy == "buffer_one" and task.waiting:
         return SlotPlan(skips=skips + (Skip(slot, "a slot already waits (concurrency_policy buffer_one)"),),
