@@ -47,7 +47,7 @@ def test_a_pool_of_one_runs_its_tasks_one_at_a_time(app, engine, client, make_ta
 
 def test_buffer_one_waits_for_the_active_run_and_skips_beyond_one(engine, make_task, runs_of, wait_until):
     task = make_task(cron_expression=EVERY_SECOND, concurrency_policy="buffer_one",
-                     action={"type": "shell", "command": "sleep 2.5"})
+                     action={"type": "shell", "command": "sleep 1.5"})
     runs = wait_until(lambda: (rs := runs_of(task["id"])) and len([r for r in rs if r.status == "success"]) >= 2
                       and rs, timeout=30)
     statuses = {run.status for run in runs}
