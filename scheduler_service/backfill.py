@@ -74,7 +74,7 @@ def backfill(task: Task, args: dict[str, Any]) -> dict[str, Any]:
         return {"slots": slots, "runs": []}
     attempts = _latest_runs(task.id, slots[0], slots[-1])
     rows = [{
-        "task_id": task.id, "trigger": "backfill", "status": "pending", "scheduled_for": slot,
+        "task_id": task.id, "trigger": "backfill", "status": "pending", "scheduled_for": slot, "pool": task.pool,
         "attempt": attempts[slot][0] + 1 if slot in attempts else 1, "created_at": now,
     } for slot in slots]
     try:

@@ -173,7 +173,7 @@ class Run(db.Model):
     # The lease: which process runs it and when that process last said so.
     owner: Mapped[str | None] = mapped_column(sa.String(128))
     heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    # The pool whose slot this run holds while it runs (its task's pool when it was claimed).
+    # Its task's pool: the one a queued run waits for, and whose slot the run holds while it runs.
     pool: Mapped[str | None] = mapped_column(sa.String(100))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
@@ -187,7 +187,7 @@ class Run(db.Model):
         sa.Index("ix_run_status_heartbeat", "status", "heartbeat_at"),
         # Pending runs (manual, queued: catch-up, buffered, waiting for a pool, backfill) are few next to
         # the history: partial indexes find the oldest to start, and each task's oldest, without scanning it.
-        sa.Index("ix_run_pending_slot", "scheduled_for", "id",
+        sa.Index("ix_run_pending_slot", "pool", "scheduled_for", "id",
                  sqlite_where=sa.text("status = 'pending'"), postgresql_where=sa.text("status = 'pending'")),
         sa.Index("ix_run_pending_task", "task_id", "scheduled_for",
                  sqlite_where=sa.text("status = 'pending'"), postgresql_where=sa.text("status = 'pending'")),

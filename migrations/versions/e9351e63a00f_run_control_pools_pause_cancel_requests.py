@@ -42,7 +42,7 @@ def upgrade():
     with op.batch_alter_table('run', schema=None) as batch_op:
         batch_op.add_column(sa.Column('pool', sa.String(length=100), nullable=True))
         # Partial: only pending runs (few next to the history) are in them.
-        batch_op.create_index('ix_run_pending_slot', ['scheduled_for', 'id'], unique=False,
+        batch_op.create_index('ix_run_pending_slot', ['pool', 'scheduled_for', 'id'], unique=False,
                               sqlite_where=sa.text("status = 'pending'"), postgresql_where=sa.text("status = 'pending'"))
         batch_op.create_index('ix_run_pending_task', ['task_id', 'scheduled_for'], unique=False,
                               sqlite_where=sa.text("status = 'pending'"), postgresql_where=sa.text("status = 'pending'"))

@@ -71,19 +71,23 @@ def claim_queued_runs(now: datetime, owner: str, free: int, report: TickReport) 
     queued runs start one at a time and keeps a pool's limit, whichever process claims them. A
     claim that fails rolls back to its own savepoint; the claims of one tick commit together.
     """
-    rows = sql.execute(sql.NEXT_QUEUED_RUNS, {"b_limit": free}).all()
-    # Rows beyond a pool's free slots wait without a try.
-    room = dict(sql.execute(sql.POOL_ROOM).all()) if any(row.pool for row in rows) else {}
     # Pools first, in name order, then the rest: the lock order of every claim (pool_seats).
-    rows = sorted(rows, key=lambda row: (row.pool is None, row.pool or "", row.scheduled_for, row.id))
+    # A pool's waiting runs are read only as far as it has room; a full pool's not at all.
+    room = dict(sql.execute(sql.POOL_ROOM).all())
+    rows = []
+    for name in sorted(room):
+        if len(rows) < free:
+            rows += sql.execute(sql.NEXT_POOL_RUNS, {"b_pool": name, "b_limit": min(room[name], free - len(rows))})
+    if len(rows) < free:
+        rows += sql.execute(sql.NEXT_QUEUED_RUNS, {"b_limit": free - len(rows)})
     taken = []
     for row in rows:
-        if row.pool is not None and room.get(row.pool, 0) <= 0:
+        if row.pool is not None and room[row.pool] <= 0:
             continue
         savepoint = db.session.begin_nested()
         if row.pool is not None and not pool_seats.take(row.pool):
             savepoint.rollback()
-            room[row.pool] = 0  # filled up since the read (another process): the rest wait
+            room[row.pool] = 0  # filled up since it was read (another process): the rest wait
             continue
         if not (sql.execute(sql.CLAIM_IDLE_TASK, {"b_id": row.task_id, "b_now": now}).rowcount
                 and sql.execute(sql.CLAIM_MANUAL, {"b_id": row.id, "b_now": now, "b_owner": owner,

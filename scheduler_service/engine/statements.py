@@ -58,9 +58,8 @@ RELEASE_POOL_SLOTS = (
     sa.update(pool).where(pool.c.name == _p("b_pool"))
     .values(running=sa.case((pool.c.running > _p("b_count"), pool.c.running - _p("b_count")), else_=0))
 )
-_pool_has_room = sa.or_(
-    task.c.pool.is_(None), sa.exists().where(pool.c.name == task.c.pool, pool.c.running < pool.c.slots),
-)
+
+
 # Queued runs (backfill, catch-up, buffered slots) start one at a time: only while nothing of the task
 # is active; those of an `allow` task in a pool start beside its active runs, as the pool has room.
 def _may_start_beside(columns: Any) -> sa.ColumnElement[bool]:
@@ -78,14 +77,15 @@ QUEUED_TRIGGERS = ("schedule", "backfill", "dependency")
 # (ix_run_pending_*) only for a condition it can read in the statement itself.
 PENDING = sa.literal_column("'pending'")
 _queued = run.alias("queued")
-# The oldest queued run of each idle task whose pool (if any) has a free slot: the one that may start next.
-NEXT_QUEUED_RUNS = (
+# The oldest queued run of each task that may start one, oldest first: those waiting for no pool
+# (NEXT_QUEUED_RUNS), and those waiting for pool :b_pool (NEXT_POOL_RUNS, read for a pool with room
+# only). A queued run carries its pool, so that a full pool's backlog is never read.
+_NEXT_QUEUED = (
     sa.select(run.c.id, run.c.task_id, run.c.attempt, run.c.trigger, run.c.scheduled_for,
-              task.c.action, task.c.timeout_seconds, task.c.pool)
+              task.c.action, task.c.timeout_seconds, run.c.pool)
     .join(task, task.c.id == run.c.task_id)
     .where(
         run.c.status == PENDING, run.c.trigger.in_(QUEUED_TRIGGERS), _may_start_beside(task),
-        _pool_has_room,
         # A paused task's waiting slots wait with it (a pause by the API skips them; an automatic one
         # leaves them to the resume, which skips them); backfill runs were asked for by a person.
         sa.or_(task.c.enabled, run.c.trigger == "backfill"),
@@ -99,6 +99,8 @@ NEXT_QUEUED_RUNS = (
     # In slot order from the index, stopping at the limit (without statistics SQLite would sort them all).
     .with_hint(run, "INDEXED BY ix_run_pending_slot", "sqlite")
 )
+NEXT_QUEUED_RUNS = _NEXT_QUEUED.where(run.c.pool.is_(None))
+NEXT_POOL_RUNS = _NEXT_QUEUED.where(run.c.pool == _p("b_pool"))
 POOL_ROOM = sa.select(pool.c.name, pool.c.slots - pool.c.running).where(pool.c.running < pool.c.slots)
 # Runs of the task waiting to start (queued): read only where the policy looks at them.
 _waiting = (

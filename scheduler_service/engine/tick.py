@@ -314,7 +314,7 @@ def _write_plans(plans: Sequence[tuple[Any, SlotPlan]], now: datetime, owner: st
             cancels.replace_active(row.id, now)
         queue_rows.extend({
             "task_id": row.id, "attempt": 1, "trigger": plan.trigger, "status": "pending", "scheduled_for": slot,
-            "created_at": now,
+            "created_at": now, "pool": row.pool,
         } for slot in plan.queue)
         if plan.run_slot is not None:
             started.append((row, plan))
