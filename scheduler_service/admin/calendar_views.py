@@ -12,14 +12,13 @@ from collections.abc import Mapping
 from typing import Any
 
 import marshmallow as ma
-import sqlalchemy as sa
 from flask import flash, redirect, render_template, request, url_for
 from werkzeug.datastructures import MultiDict
 
 from .. import calendars
-from ..database import db
 from ..models import Calendar, Task
 from ..schedule_schemas import CalendarSchema, CalendarUpdateSchema
+from .queries import tasks_using
 from .task_form import FORM_WIDE, FieldErrors, errors_from_messages
 from .task_writes import attempt, refusal_errors, refusal_message
 from .views import blp
@@ -33,7 +32,7 @@ _DATE_SEPARATORS = re.compile(r"[\s,;]+")
 @blp.get("/calendars/")
 def calendar_list():
     return render_template("admin/calendars.html", calendars=calendars.list_calendars(),
-                           users=_tasks_by_calendar(), weekdays=WEEKDAYS)
+                           users=tasks_using(Task.calendar), weekdays=WEEKDAYS)
 
 
 @blp.route("/calendars/new", methods=["GET", "POST"])
@@ -69,13 +68,13 @@ def calendar_edit(name: str):
 @blp.route("/calendars/<name>/delete", methods=["GET", "POST"])
 def calendar_delete(name: str):
     calendar = calendars.get_calendar(name)
-    users = _tasks_by_calendar([calendar.name]).get(calendar.name, [])
+    users = tasks_using(Task.calendar, [calendar.name]).get(calendar.name, [])
     if request.method == "GET":
         return render_template("admin/calendar_delete.html", calendar=calendar, users=users)
     _, refusal = attempt(calendars.delete_calendar, calendar)
     if refusal is not None:
         # Rolled back: the tasks that name it are read again for the page.
-        users = _tasks_by_calendar([name]).get(name, [])
+        users = tasks_using(Task.calendar, [name]).get(name, [])
         return render_template("admin/calendar_delete.html", calendar=calendars.get_calendar(name), users=users,
                                refusal=refusal_message(refusal)), 409
     flash(f"Calendar “{name}” deleted.", "success")
@@ -145,17 +144,6 @@ def _values_from_calendar(calendar: Calendar) -> dict[str, Any]:
 
 
 def _calendar_form(calendar: Calendar | None, values: dict[str, Any], errors: FieldErrors) -> str:
-    users = _tasks_by_calendar([calendar.name]).get(calendar.name, []) if calendar else []
+    users = tasks_using(Task.calendar, [calendar.name]).get(calendar.name, []) if calendar else []
     return render_template("admin/calendar_form.html", calendar=calendar, values=values, errors=errors,
                            weekdays=WEEKDAYS, form_wide=FORM_WIDE, users=users)
-
-
-def _tasks_by_calendar(names: list[str] | None = None) -> dict[str, list[tuple[int, str]]]:
-    """(id, name) of the tasks that use each calendar (of ``names``, or all), by task name."""
-    query = sa.select(Task.calendar, Task.id, Task.name).where(Task.calendar.is_not(None)).order_by(Task.name)
-    if names is not None:
-        query = query.where(Task.calendar.in_(names))
-    users: dict[str, list[tuple[int, str]]] = {}
-    for calendar, task_id, task_name in db.session.execute(query):
-        users.setdefault(calendar, []).append((task_id, task_name))
-    return users

@@ -10,15 +10,14 @@ from __future__ import annotations
 from typing import Any
 
 import marshmallow as ma
-import sqlalchemy as sa
 from flask import flash, redirect, render_template, request, url_for
 from werkzeug.datastructures import MultiDict
 
 from .. import pools
-from ..database import db
 from ..models import Pool, Task
 from ..run_control_schemas import PoolSchema, PoolUpdateSchema
-from .task_form import FORM_WIDE, FieldErrors, errors_from_messages
+from .queries import tasks_using
+from .task_form import FORM_WIDE, FieldErrors, as_integer, errors_from_messages
 from .task_writes import attempt, refusal_errors, refusal_message
 from .views import blp
 
@@ -26,7 +25,7 @@ from .views import blp
 @blp.get("/pools/")
 def pool_list():
     return render_template("admin/pools.html", pools=pools.list_pools(), waiting=pools.waiting_by_pool(),
-                           users=_tasks_by_pool())
+                           users=tasks_using(Task.pool))
 
 
 @blp.route("/pools/new", methods=["GET", "POST"])
@@ -63,13 +62,13 @@ def pool_edit(name: str):
 @blp.route("/pools/<name>/delete", methods=["GET", "POST"])
 def pool_delete(name: str):
     pool = pools.get_pool(name)
-    users = _tasks_by_pool([pool.name]).get(pool.name, [])
+    users = tasks_using(Task.pool, [pool.name]).get(pool.name, [])
     if request.method == "GET":
         return render_template("admin/pool_delete.html", pool=pool, users=users)
     _, refusal = attempt(pools.delete_pool, pool)
     if refusal is not None:
         # Rolled back: the tasks that name it are read again for the page.
-        users = _tasks_by_pool([name]).get(name, [])
+        users = tasks_using(Task.pool, [name]).get(name, [])
         return render_template("admin/pool_delete.html", pool=pools.get_pool(name), users=users,
                                refusal=refusal_message(refusal)), 409
     flash(f"Pool “{name}” deleted.", "success")
@@ -84,18 +83,10 @@ def _payload_from_form(form: MultiDict, *, with_name: bool) -> dict[str, Any]:
     payload: dict[str, Any] = {"description": form.get("description", "").replace("\r\n", "\n")}
     slots = form.get("slots", "").strip()
     if slots:  # empty: missing, which the schema names
-        payload["slots"] = _integer(slots)
+        payload["slots"] = as_integer(slots)
     if with_name:
         payload["name"] = form.get("name", "").strip()
     return payload
-
-
-def _integer(text: str) -> int | str:
-    """An int, or the text itself so that the schema reports "Not a valid integer."."""
-    try:
-        return int(text)
-    except ValueError:
-        return text
 
 
 def _load(schema: ma.Schema, payload: dict[str, Any]) -> tuple[dict[str, Any] | None, FieldErrors]:
@@ -111,7 +102,7 @@ def _form_values(form: MultiDict) -> dict[str, str]:
 
 
 def _pool_form(pool: Pool | None, values: dict[str, str], errors: FieldErrors) -> str:
-    users = _tasks_by_pool([pool.name]).get(pool.name, []) if pool else []
+    users = tasks_using(Task.pool, [pool.name]).get(pool.name, []) if pool else []
     waiting = pools.waiting_by_pool().get(pool.name, 0) if pool else 0
     return render_template("admin/pool_form.html", pool=pool, values=values, errors=errors, users=users,
                            waiting=waiting, form_wide=FORM_WIDE)
@@ -119,14 +110,3 @@ def _pool_form(pool: Pool | None, values: dict[str, str], errors: FieldErrors) -
 
 def _slots_text(slots: int) -> str:
     return f"{slots} slot{'' if slots == 1 else 's'}"
-
-
-def _tasks_by_pool(names: list[str] | None = None) -> dict[str, list[tuple[int, str]]]:
-    """(id, name) of the tasks that use each pool (of ``names``, or all), by task name."""
-    query = sa.select(Task.pool, Task.id, Task.name).where(Task.pool.is_not(None)).order_by(Task.name)
-    if names is not None:
-        query = query.where(Task.pool.in_(names))
-    users: dict[str, list[tuple[int, str]]] = {}
-    for pool, task_id, task_name in db.session.execute(query):
-        users.setdefault(pool, []).append((task_id, task_name))
-    return users

@@ -115,3 +115,15 @@ def task_history(task_id: int) -> list[AuditEntry]:
     return db.session.scalars(
         sa.select(AuditEntry).where(AuditEntry.task_id == task_id).order_by(AuditEntry.id.desc()).limit(HISTORY_SHOWN)
     ).all()
+
+
+def tasks_using(column: Any, names: list[str] | None = None) -> dict[str, list[tuple[int, str]]]:
+    """(id, name) of the tasks that name each calendar or pool (``column``: Task.calendar or
+    Task.pool), of ``names`` or all, by task name."""
+    query = sa.select(column, Task.id, Task.name).where(column.is_not(None)).order_by(Task.name)
+    if names is not None:
+        query = query.where(column.in_(names))
+    users: dict[str, list[tuple[int, str]]] = {}
+    for key, task_id, task_name in db.session.execute(query):
+        users.setdefault(key, []).append((task_id, task_name))
+    return users

@@ -147,11 +147,11 @@ def payload_from_form(form: MultiDict) -> tuple[dict[str, Any], FieldErrors]:
     for field in INTEGER_FIELDS:
         raw = form.get(field, "").strip()
         if raw:
-            payload[field] = _integer(raw)
+            payload[field] = as_integer(raw)
         elif field == "timeout_seconds":
             payload[field] = None  # empty means "no timeout"
     parents = form.getlist("depends_on")
-    payload["depends_on"] = [_integer(value) for value in parents if value.strip()]
+    payload["depends_on"] = [as_integer(value) for value in parents if value.strip()]
     payload["action"] = _action_from_form(form, errors)
     return payload, errors
 
@@ -159,7 +159,7 @@ def payload_from_form(form: MultiDict) -> tuple[dict[str, Any], FieldErrors]:
 def preview_schedule(values: dict[str, str], now: datetime) -> Schedule:
     """The schedule the form's typed fields describe (an interval counted from ``now``, as on
     save). ValueError with the API's words when they are not one."""
-    fields = {name: _integer(value) if name == "interval_seconds" else value
+    fields = {name: as_integer(value) if name == "interval_seconds" else value
               for name, value in values.items() if value}
     try:
         data = TaskSchema(only=tuple(values), partial=True).load(fields)
@@ -249,7 +249,7 @@ def _texts(message: Any) -> list[str]:
 # --- reading single fields ------------------------------------------------------------------
 
 
-def _integer(raw: str) -> int | str:
+def as_integer(raw: str) -> int | str:
     """An int, or the text itself so that the schema reports "Not a valid integer."."""
     try:
         return int(raw.strip())
