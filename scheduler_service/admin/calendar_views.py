@@ -18,9 +18,10 @@ from werkzeug.datastructures import MultiDict
 from .. import calendars
 from ..models import Calendar, Task
 from ..schedule_schemas import CalendarSchema, CalendarUpdateSchema
+from .named_delete import delete_view
 from .queries import tasks_using
 from .task_form import FORM_WIDE, FieldErrors, errors_from_messages
-from .task_writes import attempt, refusal_errors, refusal_message
+from .task_writes import attempt, refusal_errors
 from .views import blp
 
 # ISO weekday number (1 = Monday) to the name shown.
@@ -67,18 +68,8 @@ def calendar_edit(name: str):
 
 @blp.route("/calendars/<name>/delete", methods=["GET", "POST"])
 def calendar_delete(name: str):
-    calendar = calendars.get_calendar(name)
-    users = tasks_using(Task.calendar, [calendar.name]).get(calendar.name, [])
-    if request.method == "GET":
-        return render_template("admin/calendar_delete.html", calendar=calendar, users=users)
-    _, refusal = attempt(calendars.delete_calendar, calendar)
-    if refusal is not None:
-        # Rolled back: the tasks that name it are read again for the page.
-        users = tasks_using(Task.calendar, [name]).get(name, [])
-        return render_template("admin/calendar_delete.html", calendar=calendars.get_calendar(name), users=users,
-                               refusal=refusal_message(refusal)), 409
-    flash(f"Calendar “{name}” deleted.", "success")
-    return redirect(url_for("admin.calendar_list"))
+    return delete_view(name, kind="calendar", column=Task.calendar, get=calendars.get_calendar,
+                       delete=calendars.delete_calendar)
 
 
 # --- the form --------------------------------------------------------------------------------

@@ -9,16 +9,16 @@ from __future__ import annotations
 
 from typing import Any
 
-import marshmallow as ma
 from flask import flash, redirect, render_template, request, url_for
 from werkzeug.datastructures import MultiDict
 
 from .. import pools
 from ..models import Pool, Task
 from ..run_control_schemas import PoolSchema, PoolUpdateSchema
+from .named_delete import delete_view
 from .queries import tasks_using
-from .task_form import FORM_WIDE, FieldErrors, as_integer, errors_from_messages
-from .task_writes import attempt, refusal_errors, refusal_message
+from .task_form import FORM_WIDE, FieldErrors, as_integer, load_inputs
+from .task_writes import attempt, refusal_errors
 from .views import blp
 
 
@@ -32,7 +32,8 @@ def pool_list():
 def pool_new():
     if request.method == "GET":
         return _pool_form(None, {"name": "", "slots": "1", "description": ""}, {})
-    data, errors = _load(PoolSchema(), _payload_from_form(request.form, with_name=True))
+    data, errors = load_inputs(PoolSchema(), _payload_from_form(request.form, with_name=True),
+                               keep_empty=True)
     if data is not None:
         pool, refusal = attempt(pools.create_pool, data)
         if refusal is None:
@@ -48,7 +49,8 @@ def pool_edit(name: str):
     if request.method == "GET":
         return _pool_form(pool, {"name": pool.name, "slots": str(pool.slots), "description": pool.description or ""},
                           {})
-    data, errors = _load(PoolUpdateSchema(), _payload_from_form(request.form, with_name=False))
+    data, errors = load_inputs(PoolUpdateSchema(), _payload_from_form(request.form, with_name=False),
+                               keep_empty=True)
     if data is not None:
         saved, refusal = attempt(pools.update_pool, pool, data)
         if refusal is None:
@@ -61,18 +63,7 @@ def pool_edit(name: str):
 
 @blp.route("/pools/<name>/delete", methods=["GET", "POST"])
 def pool_delete(name: str):
-    pool = pools.get_pool(name)
-    users = tasks_using(Task.pool, [pool.name]).get(pool.name, [])
-    if request.method == "GET":
-        return render_template("admin/pool_delete.html", pool=pool, users=users)
-    _, refusal = attempt(pools.delete_pool, pool)
-    if refusal is not None:
-        # Rolled back: the tasks that name it are read again for the page.
-        users = tasks_using(Task.pool, [name]).get(name, [])
-        return render_template("admin/pool_delete.html", pool=pools.get_pool(name), users=users,
-                               refusal=refusal_message(refusal)), 409
-    flash(f"Pool “{name}” deleted.", "success")
-    return redirect(url_for("admin.pool_list"))
+    return delete_view(name, kind="pool", column=Task.pool, get=pools.get_pool, delete=pools.delete_pool)
 
 
 # --- the form --------------------------------------------------------------------------------
@@ -87,13 +78,6 @@ def _payload_from_form(form: MultiDict, *, with_name: bool) -> dict[str, Any]:
     if with_name:
         payload["name"] = form.get("name", "").strip()
     return payload
-
-
-def _load(schema: ma.Schema, payload: dict[str, Any]) -> tuple[dict[str, Any] | None, FieldErrors]:
-    try:
-        return schema.load(payload), {}
-    except ma.ValidationError as exc:
-        return None, errors_from_messages(exc.messages, "")
 
 
 def _form_values(form: MultiDict) -> dict[str, str]:

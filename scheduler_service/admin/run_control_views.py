@@ -9,9 +9,7 @@ engine reads), so a button here does what ``/api/logs/{id}/cancel/``,
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
-import marshmallow as ma
 from flask import flash, redirect, request, url_for
 from markupsafe import Markup
 
@@ -20,7 +18,7 @@ from ..models import FINISHED_RUN_STATUSES, Task
 from ..queries import get_run, get_task
 from ..run_control_schemas import PauseSchema
 from . import security
-from .task_form import FieldErrors, errors_from_messages
+from .task_form import FieldErrors, load_inputs
 from .task_writes import attempt, refusal_errors, refusal_message
 from .views import BackfillForm, render_task_page, blp
 
@@ -76,7 +74,7 @@ def task_pause(task_id: int):
     """Pause the task with an optional note, until an optional time (it resumes by itself then)."""
     task = get_task(task_id)
     shown = PauseForm(values={name: request.form.get(name, "").strip() for name in PAUSE_FIELDS})
-    data, shown.errors = _pause_args(shown.values)
+    data, shown.errors = load_inputs(PauseSchema(), shown.values)
     if data is None:
         return render_task_page(task, BackfillForm(), shown), 422
     paused, refusal = attempt(run_control.pause, task, data["note"], data["until"])
@@ -107,11 +105,3 @@ def task_resume(task_id: int):
     else:
         flash(f"Task “{resumed.name}” resumed; its next slot is the first from now.", "success")
     return redirect(back)
-
-
-def _pause_args(values: dict[str, str]) -> tuple[dict[str, Any] | None, FieldErrors]:
-    """The form read with the API's PauseSchema (an empty input is a missing one: no note, no end)."""
-    try:
-        return PauseSchema().load({name: value for name, value in values.items() if value}), {}
-    except ma.ValidationError as exc:
-        return None, errors_from_messages(exc.messages, "")

@@ -199,6 +199,16 @@ def _action_from_form(form: MultiDict, errors: FieldErrors) -> dict[str, Any]:
     return action
 
 
+def load_inputs(schema: ma.Schema, values: Mapping[str, Any], *,
+                keep_empty: bool = False) -> tuple[dict[str, Any] | None, FieldErrors]:
+    """A form's inputs read with one of the API's schemas (an empty input is a missing one,
+    unless ``keep_empty``: then the schema judges it): the data, or None and the errors by field."""
+    try:
+        return schema.load({name: value for name, value in values.items() if keep_empty or value != ""}), {}
+    except ma.ValidationError as exc:
+        return None, errors_from_messages(exc.messages, "")
+
+
 def errors_from_messages(messages: Any, action_type: str) -> FieldErrors:
     """Map TaskSchema / services error messages (``{"field": [...], "action": {...}}``) to form fields."""
     errors: FieldErrors = {}

@@ -8,7 +8,6 @@ from functools import lru_cache
 from typing import Any
 from zoneinfo import available_timezones
 
-import marshmallow as ma
 from flask import Blueprint, Response, flash, jsonify, redirect, render_template, request, url_for
 from markupsafe import Markup, escape
 
@@ -211,7 +210,7 @@ def task_backfill(task_id: int):
     """Preview a backfill (dry run), or queue it once confirmed: only the slots the person saw run."""
     task = get_task(task_id)
     shown = BackfillForm(values={name: request.form.get(name, "").strip() for name in BACKFILL_FIELDS})
-    args, shown.errors = _backfill_args(shown.values)
+    args, shown.errors = task_form.load_inputs(BackfillSchema(), shown.values)
     if args is None:
         return render_task_page(task, shown), 422
     planned, refusal = attempt(backfill, task, {**args, "dry_run": True})
@@ -299,14 +298,6 @@ class BackfillForm:
         """Names the previewed slots, so that a confirmation runs these and no others."""
         text = "\n".join(slot.isoformat() for slot in self.slots or ())
         return hashlib.sha256(text.encode()).hexdigest()[:32]
-
-
-def _backfill_args(values: dict[str, str]) -> tuple[dict[str, Any] | None, task_form.FieldErrors]:
-    """The form read with the API's BackfillSchema (an empty input is a missing one)."""
-    try:
-        return BackfillSchema().load({name: value for name, value in values.items() if value}), {}
-    except ma.ValidationError as exc:
-        return None, task_form.errors_from_messages(exc.messages, "")
 
 
 def _refused_backfill(task: Task, shown: BackfillForm, refusal: Refused) -> tuple[str, int]:
